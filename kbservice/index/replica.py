@@ -1,0 +1,205 @@
+"""IndexReplica: this process's vector index, a projection of SQL that follows the outbox.
+
+Every process (each with its own data directory) holds one replica. It loads its snapshot, applies the
+outbox entries the snapshot lacks, checks its size against SQL, and serves only versions it has fully
+applied. SQL stays the source of truth: a replica can always be rebuilt from the stored embeddings.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from kbservice.config import IndexSettings
+from kbservice.db.store import KnowledgeStore
+from kbservice.errors import IndexMismatchError
+from kbservice.index.faiss_index import FaissVectorIndex
+from kbservice.index.snapshot import Manifest, load_snapshot, write_snapshot
+from kbservice.types import IndexHealth
+
+_REPORTED_IDS = 20  # verify lists at most this many missing/orphan ids
+
+
+class IndexReplica:
+    def __init__(
+        self,
+        *,
+        store: KnowledgeStore,
+        embedder_id: str,
+        dimension: int,
+        settings: IndexSettings,
+        directory: Path,
+    ) -> None:
+        self.store = store
+        self.embedder_id = embedder_id
+        self.dimension = dimension
+        self.settings = settings
+        self.directory = directory
+        self.applied_seq = 0
+        self.manifest: Manifest | None = None
+        self._index: FaissVectorIndex | None = None
+        self._lock = threading.RLock()
+        self._excluded_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    # ----- lifecycle ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Loads the snapshot, replays the outbox it lacks, and fails loudly if it disagrees with SQL."""
+        with self._lock:
+            self._check_stored_embedder()
+            loaded = load_snapshot(
+                self.directory,
+                embedder_id=self.embedder_id,
+                dimension=self.dimension,
+                ef_search=self.settings.hnsw_ef_search,
+            )
+            if loaded is None:
+                self._index, self.manifest, self.applied_seq = self._empty(0), None, 0
+            else:
+                self._index, self.manifest = loaded
+                self.applied_seq = self.manifest.applied_seq
+            sql_seq = self.store.max_outbox_seq()
+            if self.applied_seq > sql_seq:
+                raise IndexMismatchError(
+                    f"the index snapshot has applied outbox entry {self.applied_seq} but the database has only "
+                    f"{sql_seq} (a snapshot from another database?); run `kbservice index rebuild`"
+                )
+            self.catch_up()
+            expected = len(self.store.outbox_chunk_ids(upto_seq=self.applied_seq))
+            if self.index.size != expected:
+                raise IndexMismatchError(
+                    f"the index holds {self.index.size} vectors but SQL has {expected} chunks up to outbox "
+                    f"entry {self.applied_seq}; run `kbservice index verify`, then `kbservice index rebuild`"
+                )
+
+    @property
+    def index(self) -> FaissVectorIndex:
+        if self._index is None:
+            raise RuntimeError("IndexReplica.open() was not called")
+        return self._index
+
+    def _check_stored_embedder(self) -> None:
+        stored = self.store.stored_embedder_id()
+        if stored is not None and stored != self.embedder_id:
+            raise IndexMismatchError(
+                f"the knowledge base was embedded with {stored}, but the configured embedder is "
+                f"{self.embedder_id}; run `kbservice index rebuild --reembed` to switch embedders"
+            )
+
+    def _kind_for(self, size: int) -> str:
+        if self.settings.kind != "auto":
+            return self.settings.kind
+        return "flat" if size < self.settings.exact_below else "hnsw"
+
+    def _empty(self, size: int) -> FaissVectorIndex:
+        return FaissVectorIndex.empty(dimension=self.dimension, kind=self._kind_for(size), settings=self.settings)
+
+    # ----- following the outbox ---------------------------------------------------------------------
+
+    def catch_up(self, *, snapshot: bool = True, progress: Callable[[int], None] | None = None) -> int:
+        """Applies outbox entries after the applied position, in order; snapshots if any were applied."""
+        with self._lock:
+            applied = 0
+            for last_seq, ids, vectors in self.store.outbox_after(self.applied_seq):
+                self.index.add(ids, vectors)
+                self.applied_seq = last_seq
+                applied += len(ids)
+                if progress:
+                    progress(len(ids))
+            if applied:
+                if self._kind_for(self.index.size) != self.index.kind:
+                    self._index = self._build_from_sql(upto_seq=self.applied_seq)
+                self._excluded_cache.clear()
+                if snapshot:
+                    self.manifest = write_snapshot(
+                        self.index, self.directory, applied_seq=self.applied_seq, embedder_id=self.embedder_id
+                    )
+            return applied
+
+    def _build_from_sql(self, *, upto_seq: int, progress: Callable[[int], None] | None = None) -> FaissVectorIndex:
+        index = self._empty(len(self.store.outbox_chunk_ids(upto_seq=upto_seq)))
+        for _, ids, vectors in self.store.outbox_after(0, upto_seq=upto_seq):
+            index.add(ids, vectors)
+            if progress:
+                progress(len(ids))
+        return index
+
+    def rebuild(self, *, progress: Callable[[int], None] | None = None) -> Manifest:
+        """A fresh index from the embeddings stored in SQL, snapshotted; replaces whatever was on disk."""
+        with self._lock:
+            self._check_stored_embedder()
+            target = self.store.max_outbox_seq()
+            self._index = self._build_from_sql(upto_seq=target, progress=progress)
+            self.applied_seq = target
+            self._excluded_cache.clear()
+            self.manifest = write_snapshot(self.index, self.directory, applied_seq=target, embedder_id=self.embedder_id)
+            return self.manifest
+
+    # ----- serving --------------------------------------------------------------------------------
+
+    def serving_version(self) -> int | None:
+        """The newest knowledge version whose every chunk this replica has applied."""
+        return self.store.version_for_outbox_seq(self.applied_seq)
+
+    def search(self, query: np.ndarray, *, k: int, version: int) -> list[tuple[int, float]]:
+        """Best-first (chunk id, cosine) among chunks valid at `version`."""
+        with self._lock:
+            key = (version, self.applied_seq)
+            excluded = self._excluded_cache.get(key)
+            if excluded is None:
+                excluded = self.store.invalid_chunk_ids(version)
+                self._excluded_cache = {key: excluded}
+            return self.index.search(query, k=k, exclude_ids=excluded)
+
+    def verify(self) -> IndexHealth:
+        """Compares the snapshot (plus pending outbox, applied in memory only) with SQL; writes nothing."""
+        problems: list[str] = []
+        sql_ids = self.store.outbox_chunk_ids(upto_seq=self.store.max_outbox_seq())
+        index_ids = np.zeros(0, dtype=np.int64)
+        kind = "none"
+        applied_seq = 0
+        try:
+            self._check_stored_embedder()
+            loaded = load_snapshot(
+                self.directory,
+                embedder_id=self.embedder_id,
+                dimension=self.dimension,
+                ef_search=self.settings.hnsw_ef_search,
+            )
+            if loaded is None:
+                index = self._empty(0)
+                if len(sql_ids):
+                    problems.append("no index snapshot on disk")
+            else:
+                index, manifest = loaded
+                applied_seq = manifest.applied_seq
+            for last_seq, ids, vectors in self.store.outbox_after(applied_seq):
+                index.add(ids, vectors)
+                applied_seq = last_seq
+            index_ids, kind = index.ids(), index.kind
+        except IndexMismatchError as exc:
+            problems.append(str(exc))
+        missing = np.setdiff1d(sql_ids, index_ids)
+        orphans = np.setdiff1d(index_ids, sql_ids)
+        duplicates = len(index_ids) - len(np.unique(index_ids))
+        if len(missing):
+            problems.append(f"{len(missing)} chunk(s) in SQL are missing from the index")
+        if len(orphans):
+            problems.append(f"{len(orphans)} vector(s) in the index have no chunk in SQL")
+        if duplicates:
+            problems.append(f"{duplicates} chunk id(s) appear more than once in the index")
+        return IndexHealth(
+            ok=not problems,
+            sql_chunks=int(self.store.chunk_count()),
+            index_vectors=len(index_ids),
+            missing=[int(i) for i in missing[:_REPORTED_IDS]],
+            orphans=[int(i) for i in orphans[:_REPORTED_IDS]],
+            applied_seq=applied_seq,
+            outbox_seq=self.store.max_outbox_seq(),
+            embedder_id=self.embedder_id,
+            index_kind=kind,
+            problems=problems,
+        )

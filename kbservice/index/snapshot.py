@@ -1,0 +1,158 @@
+"""Atomic index snapshots: the index file, then a manifest that names it, each written temp -> fsync -> rename.
+
+The manifest is the commit point: it names the index file and its sha256, so a crash at any moment leaves
+either the old snapshot or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kbservice.errors import IndexMismatchError
+from kbservice.index.faiss_index import FaissVectorIndex
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+_REBUILD_HINT = "run `kbservice index rebuild`"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: int
+    index_file: str
+    sha256: str
+    applied_seq: int
+    vectors: int
+    embedder_id: str
+    dimension: int
+    kind: str
+    built_at: str
+
+    @property
+    def build_id(self) -> str:
+        """Names this exact index build: provenance records it with every answer."""
+        return f"seq{self.applied_seq}-{self.sha256[:12]}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def snapshot_lock(directory: Path) -> Iterator[None]:
+    """Serialises snapshot writers that share one data directory (e.g. a CLI ingest beside a server)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_snapshot(index: FaissVectorIndex, directory: Path, *, applied_seq: int, embedder_id: str) -> Manifest:
+    """Writes `index` and a manifest atomically, then deletes index files no manifest names."""
+    with snapshot_lock(directory):
+        index_name = f"index-{applied_seq}-{uuid.uuid4().hex[:8]}.faiss"
+        temp_index = directory / f".{index_name}.tmp"
+        index.write(temp_index)
+        _fsync_file(temp_index)
+        os.replace(temp_index, directory / index_name)
+        manifest = Manifest(
+            format=MANIFEST_FORMAT,
+            index_file=index_name,
+            sha256=file_sha256(directory / index_name),
+            applied_seq=applied_seq,
+            vectors=index.size,
+            embedder_id=embedder_id,
+            dimension=index.dimension,
+            kind=index.kind,
+            built_at=datetime.now(UTC).isoformat(),
+        )
+        temp_manifest = directory / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+        temp_manifest.write_text(json.dumps(asdict(manifest), indent=2))
+        _fsync_file(temp_manifest)
+        os.replace(temp_manifest, directory / MANIFEST_NAME)
+        _fsync_dir(directory)
+        for stale in directory.glob("index-*.faiss"):
+            if stale.name != index_name:
+                stale.unlink(missing_ok=True)
+        for temp in directory.glob(".*.tmp"):
+            temp.unlink(missing_ok=True)
+        return manifest
+
+
+def read_manifest(directory: Path) -> Manifest | None:
+    """The current manifest, None when no snapshot was ever written, IndexMismatchError when unreadable."""
+    path = directory / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        manifest = Manifest(**data)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise IndexMismatchError(f"index manifest {path} is corrupt ({exc}); {_REBUILD_HINT}") from exc
+    if manifest.format != MANIFEST_FORMAT:
+        raise IndexMismatchError(f"index manifest format {manifest.format} is not supported; {_REBUILD_HINT}")
+    return manifest
+
+
+def load_snapshot(
+    directory: Path, *, embedder_id: str, dimension: int, ef_search: int
+) -> tuple[FaissVectorIndex, Manifest] | None:
+    """The snapshot, checked against its checksum and the configured embedder; None when there is none."""
+    manifest = read_manifest(directory)
+    if manifest is None:
+        return None
+    if manifest.embedder_id != embedder_id or manifest.dimension != dimension:
+        raise IndexMismatchError(
+            f"the index in {directory} was built by embedder {manifest.embedder_id} (d={manifest.dimension}); "
+            f"the configured embedder is {embedder_id} (d={dimension}); {_REBUILD_HINT}"
+        )
+    index_path = directory / manifest.index_file
+    if not index_path.exists():
+        raise IndexMismatchError(f"index file {index_path} named by the manifest is missing; {_REBUILD_HINT}")
+    actual = file_sha256(index_path)
+    if actual != manifest.sha256:
+        raise IndexMismatchError(
+            f"index file {index_path} is corrupt or truncated (sha256 {actual[:12]}, manifest says "
+            f"{manifest.sha256[:12]}); {_REBUILD_HINT}"
+        )
+    try:
+        index = FaissVectorIndex.read(index_path, kind=manifest.kind, ef_search=ef_search)
+    except RuntimeError as exc:
+        raise IndexMismatchError(f"index file {index_path} cannot be read ({exc}); {_REBUILD_HINT}") from exc
+    if index.size != manifest.vectors:
+        raise IndexMismatchError(
+            f"index file holds {index.size} vectors, the manifest says {manifest.vectors}; {_REBUILD_HINT}"
+        )
+    return index, manifest

@@ -1,0 +1,86 @@
+"""Hybrid retrieval: dense (FAISS) and lexical (SQL full-text) rankings fused by reciprocal rank, at a version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kbservice.config import RetrievalSettings
+from kbservice.db.store import KnowledgeStore
+from kbservice.errors import UnknownVersionError
+from kbservice.index.protocols import Embedder
+from kbservice.index.replica import IndexReplica
+from kbservice.types import Hit
+
+SearchMode = Literal["dense", "lexical", "hybrid"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    version: int | None  # the knowledge version searched; None when the knowledge base is empty
+    mode: SearchMode
+    hits: list[Hit]
+
+
+def reciprocal_rank_fusion(rankings: list[list[int]], *, rrf_k: int) -> list[tuple[int, float, list[int | None]]]:
+    """Fuses best-first id lists: score = sum of 1/(rrf_k + rank). Returns (id, score, rank per list)."""
+    scores: dict[int, float] = {}
+    ranks: dict[int, list[int | None]] = {}
+    for which, ranking in enumerate(rankings):
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
+            ranks.setdefault(item, [None] * len(rankings))[which] = rank
+    fused = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+    return [(item, score, ranks[item]) for item, score in fused]
+
+
+class Retriever:
+    """Searches the knowledge valid at a version this process has fully applied."""
+
+    def __init__(
+        self, *, store: KnowledgeStore, embedder: Embedder, replica: IndexReplica, settings: RetrievalSettings
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.replica = replica
+        self.settings = settings
+
+    def resolve_version(self, as_of: int | None) -> int | None:
+        """`as_of` if this replica can serve it, else the newest version it can; None when empty."""
+        self.replica.catch_up()
+        serving = self.replica.serving_version()
+        if as_of is None:
+            return serving
+        self.store.version(as_of)  # raises UnknownVersionError for a version that does not exist
+        if serving is None or as_of > serving:
+            raise UnknownVersionError(
+                f"knowledge version {as_of} is not yet applied by this index replica (it serves up to "
+                f"{serving}); retry shortly"
+            )
+        return as_of
+
+    def search(
+        self, query: str, *, k: int | None = None, as_of: int | None = None, mode: SearchMode = "hybrid"
+    ) -> SearchResult:
+        """The top `k` chunks for `query` among those valid at `as_of` (default: newest served version)."""
+        k = k or self.settings.default_k
+        version = self.resolve_version(as_of)
+        if version is None or not query.strip():
+            return SearchResult(version=version, mode=mode, hits=[])
+        depth = max(self.settings.candidates, k)
+        dense = self._dense(query, version, depth) if mode in ("dense", "hybrid") else []
+        lexical = self.store.lexical_search(query, version=version, limit=depth) if mode != "dense" else []
+        if mode == "dense":
+            ranked = [(cid, score, rank, None) for rank, (cid, score) in enumerate(dense[:k], start=1)]
+        elif mode == "lexical":
+            ranked = [(cid, score, None, rank) for rank, (cid, score) in enumerate(lexical[:k], start=1)]
+        else:
+            fused = reciprocal_rank_fusion(
+                [[cid for cid, _ in dense], [cid for cid, _ in lexical]], rrf_k=self.settings.rrf_k
+            )
+            ranked = [(cid, score, ranks[0], ranks[1]) for cid, score, ranks in fused[:k]]
+        return SearchResult(version=version, mode=mode, hits=self.store.hits(ranked))
+
+    def _dense(self, query: str, version: int, depth: int) -> list[tuple[int, float]]:
+        vector = self.embedder.encode([query])[0]
+        return self.replica.search(vector, k=depth, version=version)

@@ -1,0 +1,72 @@
+"""build_services: the one place that picks concrete classes for the protocols."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from kbservice.config import Settings
+from kbservice.db import KnowledgeStore, make_engine, migrate
+from kbservice.index.embedder import SentenceTransformerEmbedder
+from kbservice.index.protocols import Embedder
+from kbservice.index.replica import IndexReplica
+from kbservice.retrieve import Retriever
+
+
+class Services:
+    """Lazily built parts: listing versions never loads a model; searching loads the embedder once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def store(self) -> KnowledgeStore:
+        store = KnowledgeStore(make_engine(self.settings.resolved_database_url))
+        store.require_schema()
+        return store
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        cfg = self.settings.embedder
+        return SentenceTransformerEmbedder(cfg.model_path, batch_size=cfg.batch_size, device=cfg.device)
+
+    def replica_unopened(self) -> IndexReplica:
+        """A replica that has not loaded its snapshot: for verify and rebuild, which must not fail on it."""
+        return IndexReplica(
+            store=self.store,
+            embedder_id=self.embedder.embedder_id,
+            dimension=self.embedder.dimension,
+            settings=self.settings.index,
+            directory=self.settings.index_dir,
+        )
+
+    @cached_property
+    def replica(self) -> IndexReplica:
+        replica = self.replica_unopened()
+        replica.open()
+        return replica
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(
+            store=self.store, embedder=self.embedder, replica=self.replica, settings=self.settings.retrieval
+        )
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.engine.dispose()
+
+
+def initialise(settings: Settings) -> str:
+    """Creates the data directory and migrates the database to head; idempotent. Returns the revision."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.index_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate.upgrade(engine)
+        return migrate.current_revision(engine) or ""
+    finally:
+        engine.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    return Services(settings)

@@ -1,0 +1,165 @@
+"""Frozen dataclasses that cross room boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading path and the character span of its body in the document text."""
+
+    heading_path: tuple[str, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """One document as read from a file, before chunking. `text` is what offsets point into."""
+
+    source_key: str  # identity: a changed document with the same key supersedes the old one
+    source: str
+    title: str
+    text: str
+    format: str
+    publisher: str | None = None
+    effective_date: str | None = None
+    url: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChunkDraft:
+    """A chunk before it has an id: its span in the document and the text the embedder sees."""
+
+    ordinal: int
+    heading_path: tuple[str, ...]
+    char_start: int
+    char_end: int
+    text: str
+    context: str
+    token_count: int
+
+    @property
+    def embed_text(self) -> str:
+        return f"{self.context}\n{self.text}" if self.context else self.text
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    parent: int | None
+    created_at: datetime
+    author: str
+    message: str
+    content_hash: str
+    documents: int
+    chunks: int
+    last_outbox_seq: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    document_id: int
+    title: str
+    source: str
+    source_key: str
+    format: str
+    content_hash: str
+    version_added: int
+    version_removed: int | None
+    chunks: int
+    publisher: str | None = None
+    effective_date: str | None = None
+    url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk. `score` is the fused score in hybrid mode, else the ranker's own."""
+
+    chunk_id: int
+    document_id: int
+    title: str
+    source: str
+    heading_path: tuple[str, ...]
+    text: str
+    char_start: int
+    char_end: int
+    content_hash: str
+    version_added: int
+    score: float
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["heading_path"] = list(self.heading_path)
+        return data
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What one ingest did. `version` is None when nothing changed (every document was identical)."""
+
+    version: int | None
+    added: list[str]
+    superseded: list[str]
+    unchanged: list[str]
+    chunks: int
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexHealth:
+    ok: bool
+    sql_chunks: int
+    index_vectors: int
+    missing: list[int]
+    orphans: list[int]
+    applied_seq: int
+    outbox_seq: int
+    embedder_id: str
+    index_kind: str
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A parsed document with its chunks and their embeddings (rows of `embeddings`), ready to store."""
+
+    parsed: ParsedDocument
+    content_hash: str
+    chunks: list[ChunkDraft]
+    embeddings: Any  # numpy float32 array, one row per chunk
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    from_version: int
+    to_version: int
+    documents_added: list[dict[str, Any]]
+    documents_removed: list[dict[str, Any]]
+    chunks_added: int
+    chunks_removed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
