@@ -29,7 +29,7 @@ def default_data_dir() -> Path:
 
 class EmbedderSettings(BaseModel):
     model_path: Path | None = None  # None: the packaged all-MiniLM-L6-v2
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
     device: str = "cpu"
 
 

@@ -127,7 +127,6 @@ class KnowledgeStore:
             ]
             parent = self._head(conn)
             new_version = (parent.version if parent else 0) + 1
-            removed_chunks = self._close_documents(conn, [doc_id for _, (doc_id, _) in superseded], new_version)
             self._insert_version_row(
                 conn,
                 parent=parent,
@@ -137,6 +136,7 @@ class KnowledgeStore:
                 added=[(p.parsed.source_key, p.content_hash) for p in fresh],
                 removed=[(key, content_hash) for key, (_, content_hash) in superseded],
             )
+            removed_chunks = self._close_documents(conn, [doc_id for _, (doc_id, _) in superseded], new_version)
             added_chunks = self._insert_documents(conn, fresh, new_version)
             info = self._finish_version(
                 conn,

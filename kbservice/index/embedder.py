@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -38,21 +39,27 @@ def model_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def _load_model(model_dir: str, device: str):  # type: ignore[no-untyped-def]
+    """One loaded model per (directory, device) per process: services built side by side share it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would clutter every CLI call
+    model = SentenceTransformer(model_dir, device=device, local_files_only=True)
+    return model, model_fingerprint(Path(model_dir))
+
+
 class SentenceTransformerEmbedder:
     """Embeds with a local sentence-transformers model directory; never reaches a model hub."""
 
     def __init__(self, model_dir: Path | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # weight-loading bars would clutter every CLI call
-
         self.model_dir = Path(model_dir) if model_dir else packaged_model_dir()
         if not self.model_dir.is_dir():
             raise KBError(f"embedding model directory {self.model_dir} does not exist (embedder.model_path)")
         self.batch_size = batch_size
-        self.model = SentenceTransformer(str(self.model_dir), device=device, local_files_only=True)
+        self.model, fingerprint = _load_model(str(self.model_dir.resolve()), device)
         self.tokenizer = self.model.tokenizer
         get_dimension = getattr(self.model, "get_embedding_dimension", None) or (
             self.model.get_sentence_embedding_dimension
@@ -60,12 +67,13 @@ class SentenceTransformerEmbedder:
         self.dimension = int(get_dimension())
         self.max_tokens = int(self.model.max_seq_length)
         name = self.model_dir.name if self.model_dir.name != "model" else self.model_dir.parent.name
-        self.embedder_id = f"{name}@{model_fingerprint(self.model_dir)[:16]}/d{self.dimension}"
+        self.embedder_id = f"{name}@{fingerprint[:16]}/d{self.dimension}"
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+        # verbose=False: counting whole sections is meant to exceed the model limit; no warning needed.
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
     def encode(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> np.ndarray:

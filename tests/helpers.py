@@ -1,0 +1,42 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kbservice.ingest.guidelines import ingest_guidelines
+from kbservice.services import Services
+from kbservice.types import IngestReport
+from tests.conftest import write
+
+
+def ingest(services: Services, *paths: Path, **kwargs) -> IngestReport:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("author", "tester")
+    return ingest_guidelines(
+        list(paths),
+        store=services.store,
+        embedder=services.embedder,
+        replica=services.replica,
+        settings=services.settings,
+        **kwargs,
+    )
+
+
+def guideline(folder: Path, name: str, title: str, body: str) -> Path:
+    return write(folder / name, f"# {title}\n\n{body}\n")
+
+
+def store_fingerprint(services: Services) -> tuple:
+    """Everything a failed command must leave untouched: versions, documents, chunk count, index manifest."""
+    store = services.store
+    versions = [(v.version, v.content_hash, v.documents, v.chunks) for v in store.versions()]
+    head = store.head()
+    docs = [(d.document_id, d.content_hash) for d in store.documents(as_of=head.version)] if head else []
+    manifest = services.settings.index_dir / "manifest.json"
+    return (
+        versions,
+        docs,
+        store.chunk_count(),
+        store.max_outbox_seq(),
+        (manifest.read_text() if manifest.exists() else None),
+    )

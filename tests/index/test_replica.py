@@ -1,0 +1,139 @@
+"""The index replica: snapshots, replay from the outbox, refusal of bad snapshots, rebuild, HNSW switch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kbservice.config import IndexSettings
+from kbservice.errors import IndexMismatchError
+from kbservice.index.faiss_index import FaissVectorIndex
+from kbservice.services import Services, build_services
+from tests.conftest import DEMO_GUIDELINES
+from tests.helpers import guideline, ingest
+
+
+def reopen(services: Services) -> Services:
+    """A second process's view of the same data dir and database (fresh replica from disk)."""
+    again = build_services(services.settings)
+    again.__dict__["embedder"] = services.embedder
+    return again
+
+
+def manifest(services: Services) -> dict:
+    return json.loads((services.settings.index_dir / "manifest.json").read_text())
+
+
+def test_snapshot_manifest_records_position_and_embedder(services: Services) -> None:
+    report = ingest(services, DEMO_GUIDELINES)
+    data = manifest(services)
+    assert data["applied_seq"] == services.store.max_outbox_seq() == report.chunks
+    assert data["vectors"] == report.chunks
+    assert data["embedder_id"] == services.embedder.embedder_id
+    assert data["dimension"] == 384 and data["kind"] == "flat"
+    index_files = list(services.settings.index_dir.glob("index-*.faiss"))
+    assert [p.name for p in index_files] == [data["index_file"]]
+    assert services.replica_unopened().verify().ok
+
+
+def test_open_replays_what_the_snapshot_lacks(services: Services, tmp_path: Path) -> None:
+    ingest(services, guideline(tmp_path, "a.md", "Asthma", "Inhaled corticosteroids."))
+    stale = (services.settings.index_dir / "manifest.json").read_text()
+    stale_file = json.loads(stale)["index_file"]
+    saved = (services.settings.index_dir / stale_file).read_bytes()
+    ingest(services, guideline(tmp_path, "b.md", "COPD", "Tiotropium bromide."))
+    # Simulate a crash after the SQL commit but before the snapshot: restore the old snapshot.
+    (services.settings.index_dir / stale_file).write_bytes(saved)
+    (services.settings.index_dir / "manifest.json").write_text(stale)
+    health = services.replica_unopened().verify()
+    assert health.ok, health.problems  # verify applies the pending outbox in memory
+    again = reopen(services)
+    assert again.replica.applied_seq == services.store.max_outbox_seq()
+    assert again.retriever.search("tiotropium", k=1).hits[0].title == "COPD"
+    assert manifest(again)["applied_seq"] == services.store.max_outbox_seq()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "manifest"])
+def test_damaged_snapshot_is_refused_then_rebuilt(services: Services, damage: str) -> None:
+    ingest(services, DEMO_GUIDELINES)
+    index_dir = services.settings.index_dir
+    index_file = index_dir / manifest(services)["index_file"]
+    if damage == "truncate":
+        index_file.write_bytes(index_file.read_bytes()[: index_file.stat().st_size // 2])
+    elif damage == "flip":
+        data = bytearray(index_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        index_file.write_bytes(bytes(data))
+    elif damage == "delete":
+        index_file.unlink()
+    else:
+        (index_dir / "manifest.json").write_text('{"format": 1, "index_')
+    expected = {
+        "truncate": "corrupt or truncated",
+        "flip": "corrupt or truncated",
+        "delete": "is missing",
+        "manifest": "manifest .* is corrupt",
+    }[damage]
+    with pytest.raises(IndexMismatchError, match=expected):
+        reopen(services).replica  # noqa: B018
+    health = services.replica_unopened().verify()
+    assert not health.ok and any("rebuild" in p for p in health.problems)
+    services.replica_unopened().rebuild()
+    assert services.replica_unopened().verify().ok
+    assert reopen(services).retriever.search("spirometry", k=1).hits
+
+
+def test_index_from_another_embedder_is_refused(services: Services, tiny_embedder_dir: Path) -> None:
+    from kbservice.index.embedder import SentenceTransformerEmbedder
+
+    ingest(services, DEMO_GUIDELINES)
+    other = reopen(services)
+    other.__dict__["embedder"] = SentenceTransformerEmbedder(tiny_embedder_dir)
+    with pytest.raises(IndexMismatchError, match="embedded with .*configured embedder is tiny"):
+        other.replica  # noqa: B018
+    data = manifest(services)
+    data["embedder_id"] = "someone-else@0000/d384"
+    (services.settings.index_dir / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(IndexMismatchError, match="built by embedder someone-else"):
+        reopen(services).replica  # noqa: B018
+
+
+def test_reembed_switches_embedders(services: Services, tiny_embedder_dir: Path) -> None:
+    from kbservice.index.embedder import SentenceTransformerEmbedder
+    from kbservice.ingest.reembed import reembed_all
+    from kbservice.progress import NoProgress
+
+    ingest(services, DEMO_GUIDELINES)
+    other = reopen(services)
+    other.__dict__["embedder"] = SentenceTransformerEmbedder(tiny_embedder_dir)
+    assert reembed_all(store=other.store, embedder=other.embedder, progress=NoProgress()) == other.store.chunk_count()
+    other.replica_unopened().rebuild()
+    assert other.replica.index.dimension == 32
+    assert other.replica_unopened().verify().ok
+
+
+def test_auto_kind_switches_to_hnsw_above_threshold(services: Services, tmp_path: Path) -> None:
+    services.settings.index = IndexSettings(exact_below=30)
+    report = ingest(services, DEMO_GUIDELINES)
+    assert report.chunks >= 30
+    assert services.replica.index.kind == "hnsw"
+    assert manifest(services)["kind"] == "hnsw"
+    hits = services.retriever.search("CURB-65 severity score", k=3, mode="dense").hits
+    assert "CURB-65" in hits[0].text
+
+
+def test_faiss_index_exclusion_and_exactness() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((500, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(1000, 1500)
+    for kind in ("flat", "hnsw"):
+        index = FaissVectorIndex.empty(dimension=16, kind=kind, settings=IndexSettings(hnsw_ef_search=256))
+        index.add(ids, vectors)
+        top = index.search(vectors[7], k=3)
+        assert top[0][0] == 1007 and top[0][1] == pytest.approx(1.0, abs=1e-5)
+        excluded = index.search(vectors[7], k=3, exclude_ids=np.array([1007, 1008]))
+        assert all(i not in (1007, 1008) for i, _ in excluded) and len(excluded) == 3
