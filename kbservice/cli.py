@@ -36,8 +36,9 @@ app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# Piped output (files, tests, other programs) gets wide tables instead of rich's 80-column default.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (documented in the README).")]
 
@@ -357,3 +358,4 @@ def main() -> None:
     finally:
         if state._services is not None:
             state._services.close()
+            state._services = None

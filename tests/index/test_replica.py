@@ -92,7 +92,7 @@ def test_index_from_another_embedder_is_refused(services: Services, tiny_embedde
     ingest(services, DEMO_GUIDELINES)
     other = reopen(services)
     other.__dict__["embedder"] = SentenceTransformerEmbedder(tiny_embedder_dir)
-    with pytest.raises(IndexMismatchError, match="embedded with .*configured embedder is tiny"):
+    with pytest.raises(IndexMismatchError, match=r"embedded with .*configured embedder is tiny"):
         other.replica  # noqa: B018
     data = manifest(services)
     data["embedder_id"] = "someone-else@0000/d384"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from kbservice.ingest.chunking import chunk_document, split_sections
@@ -46,7 +48,7 @@ def test_consecutive_chunks_overlap_within_a_section() -> None:
     text = " ".join(f"Sentence number {i} is here." for i in range(40))
     drafts = chunk_document(text=text, title="T", count_tokens=words, max_tokens=40, overlap_tokens=10)
     assert len(drafts) > 3
-    for previous, current in zip(drafts, drafts[1:], strict=False):
+    for previous, current in itertools.pairwise(drafts):
         assert current.char_start < previous.char_end, "no overlap between consecutive chunks"
         assert current.char_start > previous.char_start
 
