@@ -320,12 +320,19 @@ def bench_ingest(
 def bench_search(
     vectors: Annotated[int, typer.Option(help="Synthetic index size (random unit vectors).")] = 1_000_000,
     queries: Annotated[int, typer.Option(help="Timed queries.")] = 200,
+    kinds: Annotated[str, typer.Option(help="Comma-separated index kinds to measure: pq, hnsw, flat.")] = "pq",
     as_json: JsonFlag = False,
 ) -> None:
     """Dense search latency and recall@10 vs exact search on a synthetic index, plus peak memory."""
     from kbservice.index.bench import run_search_benchmark
 
-    result = run_search_benchmark(n_vectors=vectors, n_queries=queries, settings=state.settings.index, console=err)
+    result = run_search_benchmark(
+        n_vectors=vectors,
+        n_queries=queries,
+        settings=state.settings.index,
+        console=err,
+        kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+    )
     _print_json(result) if as_json else None
 
 

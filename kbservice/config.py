@@ -43,8 +43,10 @@ class IngestSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
-    kind: Literal["auto", "flat", "hnsw"] = "auto"
+    kind: Literal["auto", "flat", "hnsw", "pq"] = "auto"
     exact_below: int = Field(200_000, ge=0)
+    approximate_kind: Literal["hnsw", "pq"] = "pq"  # what `auto` switches to at exact_below
+    pq_k_factor: int = Field(64, ge=1)  # pq: candidates re-ranked exactly = k * pq_k_factor
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_construction: int = Field(64, ge=8)
     hnsw_ef_search: int = Field(128, ge=8)

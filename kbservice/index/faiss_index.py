@@ -1,4 +1,8 @@
-"""FAISS implementation of VectorIndex: exact (flat) or HNSW, inner product over normalised vectors."""
+"""FAISS implementation of VectorIndex over normalised vectors (inner product = cosine), keyed by chunk id.
+
+Kinds: "flat" (exact), "hnsw" (graph), "pq" (4-bit product-quantisation fast-scan over every vector, then
+exact re-ranking of the best k * pq_k_factor from stored full vectors).
+"""
 
 from __future__ import annotations
 
@@ -9,27 +13,54 @@ import numpy as np
 
 from kbservice.config import IndexSettings
 
+PQ_MIN_VECTORS = 10_000  # PQ needs data to train its codebooks; smaller indexes stay exact
+_PQ_TRAIN_SAMPLE = 100_000
+
+
+def _pq_spec(dimension: int) -> str:
+    # Two dimensions per 4-bit sub-quantiser: measured recall@10 0.99 vs exact on 200k random vectors.
+    return f"PQ{dimension // 2}x4fs,RFlat"
+
 
 class FaissVectorIndex:
-    """Vectors keyed by chunk id (IndexIDMap2); `kind` is "flat" (exact) or "hnsw"."""
+    """Vectors keyed by chunk id (IndexIDMap2 around a flat, HNSW or PQ-refine index)."""
 
-    def __init__(self, index: faiss.Index, *, kind: str, ef_search: int = 128) -> None:
+    def __init__(self, index: faiss.Index, *, kind: str, settings: IndexSettings) -> None:
         self._index = index
         self.kind = kind
-        self.ef_search = ef_search
+        self.ef_search = settings.hnsw_ef_search
+        self.k_factor = settings.pq_k_factor
 
     @classmethod
-    def empty(cls, *, dimension: int, kind: str, settings: IndexSettings) -> FaissVectorIndex:
+    def build(
+        cls,
+        *,
+        dimension: int,
+        kind: str,
+        settings: IndexSettings,
+        ids: np.ndarray | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> FaissVectorIndex:
+        """A new index of `kind`, holding `vectors` if given (PQ trains its codebooks on them)."""
         if kind == "hnsw":
             inner = faiss.IndexHNSWFlat(dimension, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = settings.hnsw_ef_construction
+        elif kind == "pq":
+            if vectors is None or len(vectors) < PQ_MIN_VECTORS:
+                raise ValueError(f"a pq index needs at least {PQ_MIN_VECTORS} vectors to train on")
+            inner = faiss.index_factory(dimension, _pq_spec(dimension), faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(0).permutation(len(vectors))[:_PQ_TRAIN_SAMPLE]
+            inner.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
         else:
             inner = faiss.IndexFlatIP(dimension)
-        return cls(faiss.IndexIDMap2(inner), kind=kind, ef_search=settings.hnsw_ef_search)
+        index = cls(faiss.IndexIDMap2(inner), kind=kind, settings=settings)
+        if vectors is not None and ids is not None and len(ids):
+            index.add(ids, vectors)
+        return index
 
     @classmethod
-    def read(cls, path: Path, *, kind: str, ef_search: int) -> FaissVectorIndex:
-        return cls(faiss.read_index(str(path)), kind=kind, ef_search=ef_search)
+    def read(cls, path: Path, *, kind: str, settings: IndexSettings) -> FaissVectorIndex:
+        return cls(faiss.read_index(str(path)), kind=kind, settings=settings)
 
     def write(self, path: Path) -> None:
         faiss.write_index(self._index, str(path))
@@ -48,23 +79,42 @@ class FaissVectorIndex:
         )
 
     def search(self, query: np.ndarray, *, k: int, exclude_ids: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Best-first (id, inner product) for one query vector, skipping `exclude_ids` inside the search."""
+        """Best-first (id, inner product) for one query vector, never returning `exclude_ids`."""
         if self.size == 0 or k <= 0:
             return []
-        selector = None
-        if exclude_ids is not None and len(exclude_ids):
-            excluded = np.ascontiguousarray(exclude_ids, dtype=np.int64)
-            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(len(excluded), faiss.swig_ptr(excluded)))
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        excluded = np.ascontiguousarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64)
+        hits = self._pq_search(query, k, excluded) if self.kind == "pq" else self._selector_search(query, k, excluded)
+        if len(hits) < k and len(excluded) and self.kind != "flat":
+            # A filtered graph walk (or a PQ shortlist) can miss survivors when most ids are excluded, e.g.
+            # searching as of an early version; the survivors are then few, so scan them exactly.
+            valid = np.setdiff1d(self.ids(), excluded, assume_unique=True)
+            if len(valid) > len(hits):
+                return self._exact_among(query, k, valid)
+        return hits
+
+    def _selector_search(self, query: np.ndarray, k: int, excluded: np.ndarray) -> list[tuple[int, float]]:
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
         else:
             params = faiss.SearchParameters()
-        if selector is not None:
-            params.sel = selector
-        scores, ids = self._index.search(
-            np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1), min(k, self.size), params=params
-        )
+        if len(excluded):
+            params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(len(excluded), faiss.swig_ptr(excluded)))
+        scores, ids = self._index.search(query, min(k, self.size), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def _pq_search(self, query: np.ndarray, k: int, excluded: np.ndarray) -> list[tuple[int, float]]:
+        # PQ fast-scan takes no ID selector: fetch enough to survive the exclusions, then filter.
+        skip = set(excluded.tolist())
+        params = faiss.IndexRefineSearchParameters(k_factor=float(self.k_factor))
+        scores, ids = self._index.search(query, min(self.size, k + len(skip)), params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in skip][:k]
+
+    def _exact_among(self, query: np.ndarray, k: int, ids: np.ndarray) -> list[tuple[int, float]]:
+        vectors = self._index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+        scores = vectors @ query[0]
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(int(ids[i]), float(scores[i])) for i in best]
 
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)

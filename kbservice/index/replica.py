@@ -16,7 +16,7 @@ import numpy as np
 from kbservice.config import IndexSettings
 from kbservice.db.store import KnowledgeStore
 from kbservice.errors import IndexMismatchError
-from kbservice.index.faiss_index import FaissVectorIndex
+from kbservice.index.faiss_index import PQ_MIN_VECTORS, FaissVectorIndex
 from kbservice.index.snapshot import Manifest, load_snapshot, write_snapshot
 from kbservice.types import IndexHealth
 
@@ -54,10 +54,10 @@ class IndexReplica:
                 self.directory,
                 embedder_id=self.embedder_id,
                 dimension=self.dimension,
-                ef_search=self.settings.hnsw_ef_search,
+                settings=self.settings,
             )
             if loaded is None:
-                self._index, self.manifest, self.applied_seq = self._empty(0), None, 0
+                self._index, self.manifest, self.applied_seq = self._empty(), None, 0
             else:
                 self._index, self.manifest = loaded
                 self.applied_seq = self.manifest.applied_seq
@@ -90,12 +90,13 @@ class IndexReplica:
             )
 
     def _kind_for(self, size: int) -> str:
-        if self.settings.kind != "auto":
-            return self.settings.kind
-        return "flat" if size < self.settings.exact_below else "hnsw"
+        kind = self.settings.kind
+        if kind == "auto":
+            kind = "flat" if size < self.settings.exact_below else self.settings.approximate_kind
+        return "flat" if kind == "pq" and size < PQ_MIN_VECTORS else kind
 
-    def _empty(self, size: int) -> FaissVectorIndex:
-        return FaissVectorIndex.empty(dimension=self.dimension, kind=self._kind_for(size), settings=self.settings)
+    def _empty(self) -> FaissVectorIndex:
+        return FaissVectorIndex.build(dimension=self.dimension, kind=self._kind_for(0), settings=self.settings)
 
     # ----- following the outbox ---------------------------------------------------------------------
 
@@ -120,12 +121,17 @@ class IndexReplica:
             return applied
 
     def _build_from_sql(self, *, upto_seq: int, progress: Callable[[int], None] | None = None) -> FaissVectorIndex:
-        index = self._empty(len(self.store.outbox_chunk_ids(upto_seq=upto_seq)))
+        all_ids, all_vectors = [], []
         for _, ids, vectors in self.store.outbox_after(0, upto_seq=upto_seq):
-            index.add(ids, vectors)
+            all_ids.append(ids)
+            all_vectors.append(vectors)
             if progress:
                 progress(len(ids))
-        return index
+        ids = np.concatenate(all_ids) if all_ids else np.zeros(0, dtype=np.int64)
+        vectors = np.concatenate(all_vectors) if all_vectors else np.zeros((0, self.dimension), dtype=np.float32)
+        return FaissVectorIndex.build(
+            dimension=self.dimension, kind=self._kind_for(len(ids)), settings=self.settings, ids=ids, vectors=vectors
+        )
 
     def rebuild(self, *, progress: Callable[[int], None] | None = None) -> Manifest:
         """A fresh index from the embeddings stored in SQL, snapshotted; replaces whatever was on disk."""
@@ -167,10 +173,10 @@ class IndexReplica:
                 self.directory,
                 embedder_id=self.embedder_id,
                 dimension=self.dimension,
-                ef_search=self.settings.hnsw_ef_search,
+                settings=self.settings,
             )
             if loaded is None:
-                index = self._empty(0)
+                index = self._empty()
                 if len(sql_ids):
                     problems.append("no index snapshot on disk")
             else:

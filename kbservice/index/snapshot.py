@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kbservice.config import IndexSettings
 from kbservice.errors import IndexMismatchError
 from kbservice.index.faiss_index import FaissVectorIndex
 
@@ -127,7 +128,7 @@ def read_manifest(directory: Path) -> Manifest | None:
 
 
 def load_snapshot(
-    directory: Path, *, embedder_id: str, dimension: int, ef_search: int
+    directory: Path, *, embedder_id: str, dimension: int, settings: IndexSettings
 ) -> tuple[FaissVectorIndex, Manifest] | None:
     """The snapshot, checked against its checksum and the configured embedder; None when there is none."""
     manifest = read_manifest(directory)
@@ -148,7 +149,7 @@ def load_snapshot(
             f"{manifest.sha256[:12]}); {_REBUILD_HINT}"
         )
     try:
-        index = FaissVectorIndex.read(index_path, kind=manifest.kind, ef_search=ef_search)
+        index = FaissVectorIndex.read(index_path, kind=manifest.kind, settings=settings)
     except RuntimeError as exc:
         raise IndexMismatchError(f"index file {index_path} cannot be read ({exc}); {_REBUILD_HINT}") from exc
     if index.size != manifest.vectors:

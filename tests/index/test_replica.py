@@ -116,7 +116,7 @@ def test_reembed_switches_embedders(services: Services, tiny_embedder_dir: Path)
 
 
 def test_auto_kind_switches_to_hnsw_above_threshold(services: Services, tmp_path: Path) -> None:
-    services.settings.index = IndexSettings(exact_below=30)
+    services.settings.index = IndexSettings(exact_below=30, approximate_kind="hnsw")
     report = ingest(services, DEMO_GUIDELINES)
     assert report.chunks >= 30
     assert services.replica.index.kind == "hnsw"
@@ -125,15 +125,24 @@ def test_auto_kind_switches_to_hnsw_above_threshold(services: Services, tmp_path
     assert "CURB-65" in hits[0].text
 
 
-def test_faiss_index_exclusion_and_exactness() -> None:
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "pq"])
+def test_faiss_index_kinds_find_neighbours_and_honour_exclusions(kind: str) -> None:
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((500, 16)).astype(np.float32)
+    vectors = rng.standard_normal((12_000, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = np.arange(1000, 1500)
-    for kind in ("flat", "hnsw"):
-        index = FaissVectorIndex.empty(dimension=16, kind=kind, settings=IndexSettings(hnsw_ef_search=256))
-        index.add(ids, vectors)
-        top = index.search(vectors[7], k=3)
-        assert top[0][0] == 1007 and top[0][1] == pytest.approx(1.0, abs=1e-5)
-        excluded = index.search(vectors[7], k=3, exclude_ids=np.array([1007, 1008]))
-        assert all(i not in (1007, 1008) for i, _ in excluded) and len(excluded) == 3
+    ids = np.arange(1000, 13_000)
+    settings = IndexSettings(hnsw_ef_search=256)
+    index = FaissVectorIndex.build(dimension=32, kind=kind, settings=settings, ids=ids, vectors=vectors)
+    top = index.search(vectors[7], k=3)
+    assert top[0][0] == 1007 and top[0][1] == pytest.approx(1.0, abs=1e-4)
+    excluded = index.search(vectors[7], k=3, exclude_ids=np.array([1007, 1008]))
+    assert all(i not in (1007, 1008) for i, _ in excluded) and len(excluded) == 3
+    # Excluding almost everything still returns the survivors (the pq kind widens its search).
+    survivors = index.search(vectors[7], k=5, exclude_ids=ids[:-3])
+    assert sorted(i for i, _ in survivors) == ids[-3:].tolist()
+
+
+def test_pq_kind_stays_exact_until_it_has_data_to_train(services: Services) -> None:
+    services.settings.index = IndexSettings(kind="pq")
+    ingest(services, DEMO_GUIDELINES)
+    assert services.replica.index.kind == "flat"

@@ -1,0 +1,5 @@
+"""`python -m kbservice` runs the CLI."""
+
+from kbservice.cli import main
+
+main()

@@ -1,0 +1,175 @@
+"""Real processes: replicas in two data directories sharing one PostgreSQL, and SIGKILL during ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from kbservice.db.schema import chunks, documents, index_outbox
+from kbservice.services import build_services
+from tests.conftest import DEMO_GUIDELINES, REPO_ROOT, make_settings, write
+from tests.helpers import guideline, ingest
+
+pytestmark = pytest.mark.slow
+
+
+def cli_env(data_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        KB_DATA_DIR=str(data_dir),
+        KB_DATABASE_URL=database_url,
+        HF_HUB_OFFLINE="1",
+        KB_CONFIG=str(REPO_ROOT / "config" / "test.toml"),
+        **extra,
+    )
+    return env
+
+
+def kb(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "kbservice", "--quiet", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.postgres
+def test_two_processes_two_data_dirs_one_postgres(postgres_url: str, tmp_path: Path) -> None:
+    env_a = cli_env(tmp_path / "a", postgres_url)
+    env_b = cli_env(tmp_path / "b", postgres_url)
+    kb(env_a, "init")
+    kb(env_b, "init")
+    kb(env_a, "ingest", "guidelines", str(DEMO_GUIDELINES))
+    hits = json.loads(kb(env_b, "search", "CURB-65 severity", "--json").stdout)
+    assert "CURB-65" in hits[0]["text"]
+    guideline(tmp_path / "new", "gout.md", "Gout", "## Treatment\nColchicine or naproxen for acute gout flares.")
+    kb(env_a, "ingest", "guidelines", str(tmp_path / "new"))
+    hits = json.loads(kb(env_b, "search", "colchicine for gout flares", "--json").stdout)
+    assert hits[0]["title"] == "Gout" and hits[0]["version_added"] == 2
+    for env in (env_a, env_b):
+        health = json.loads(kb(env, "index", "verify", "--json").stdout)
+        assert health["ok"] and health["applied_seq"] == health["outbox_seq"]
+    manifest_b = json.loads((tmp_path / "b" / "index" / "manifest.json").read_text())
+    assert manifest_b["applied_seq"] == health["outbox_seq"]
+
+
+@pytest.mark.postgres
+def test_a_replica_serves_only_versions_it_has_applied(postgres_url: str, tmp_path: Path) -> None:
+    writer = build_services(make_settings(tmp_path / "w", postgres_url))
+    from kbservice.services import initialise
+
+    initialise(writer.settings)
+    reader = build_services(make_settings(tmp_path / "r", postgres_url))
+    reader.__dict__["embedder"] = writer.embedder
+    ingest(writer, guideline(tmp_path, "a.md", "Asthma", "Inhaled corticosteroids."))
+    assert reader.replica.serving_version() == 1
+    ingest(writer, guideline(tmp_path, "b.md", "COPD", "Tiotropium."))
+    # Not yet caught up: version 2 exists in SQL, but this replica lacks its vectors, so it serves 1.
+    assert reader.replica.serving_version() == 1
+    assert reader.store.version_for_outbox_seq(reader.replica.applied_seq) == 1
+    assert reader.retriever.search("tiotropium", k=1).hits[0].title == "COPD"  # search catches up first
+    assert reader.replica.serving_version() == 2
+    writer.close()
+    reader.close()
+
+
+def _batch(folder: Path, round_number: int, docs: int = 150) -> Path:
+    rng = random.Random(round_number)
+    vocabulary = "fever cough dyspnoea amoxicillin apixaban metformin spirometry oedema ramipril wheeze".split()  # noqa: SIM905
+    for i in range(docs):
+        sections = []
+        for s in range(4):
+            sentences = " ".join(
+                f"Round {round_number} document {i} section {s} sentence {k} mentions "
+                f"{' '.join(rng.choices(vocabulary, k=12))}."
+                for k in range(12)
+            )
+            sections.append(f"## Section {s}\n{sentences}")
+        write(folder / f"doc{i:04d}.md", f"# Guideline {round_number}-{i}\n\n" + "\n\n".join(sections))
+    return folder
+
+
+def _consistent(database_url: str, tmp_path: Path) -> dict[int, int]:
+    """Checks SQL invariants after a crash; returns documents added per version."""
+    settings = make_settings(tmp_path / "probe", database_url)
+    store = build_services(settings).store
+    with store.engine.connect() as conn:
+        per_version = dict(
+            conn.execute(select(documents.c.version_added, func.count()).group_by(documents.c.version_added)).all()
+        )
+        n_chunks = conn.execute(select(func.count()).select_from(chunks)).scalar_one()
+        n_outbox = conn.execute(select(func.count()).select_from(index_outbox)).scalar_one()
+    assert n_chunks == n_outbox, "a chunk without its outbox entry (or the reverse) is visible"
+    versions = store.versions()
+    assert [v.version for v in versions] == list(range(1, len(versions) + 1))
+    for v in versions:
+        assert v.chunks == sum(d.chunks for d in store.documents(as_of=v.version))
+    store.engine.dispose()
+    return per_version
+
+
+def _verify(database_url: str, tmp_path: Path, embedder_dir: Path):  # type: ignore[no-untyped-def]
+    """`index verify` in this process (same code as the CLI) against the crashed process's data dir."""
+    from kbservice.config import EmbedderSettings
+
+    services = build_services(
+        make_settings(tmp_path / "data", database_url, embedder=EmbedderSettings(model_path=embedder_dir))
+    )
+    try:
+        return services.replica_unopened().verify()
+    finally:
+        services.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_sigkill_during_ingest_loses_nothing_acknowledged(
+    backend: str, tmp_path: Path, tiny_embedder_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    database_url = (
+        f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    env = cli_env(tmp_path / "data", database_url, KB_EMBEDDER__MODEL_PATH=str(tiny_embedder_dir))
+    kb(env, "init")
+    started = time.perf_counter()
+    kb(env, "ingest", "guidelines", str(_batch(tmp_path / "batch0", 0)))
+    full_run = time.perf_counter() - started
+    acknowledged = {1}
+    rng = random.Random(2026)
+    kills = 0
+    for round_number in range(1, 5):
+        folder = _batch(tmp_path / f"batch{round_number}", round_number)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kbservice", "--quiet", "ingest", "guidelines", str(folder)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(rng.uniform(0.4, 1.1) * full_run)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        stdout, _ = process.communicate(timeout=60)
+        if stdout.startswith("version "):
+            acknowledged.add(int(stdout.split()[1].rstrip(":")))
+        per_version = _consistent(database_url, tmp_path)
+        assert acknowledged <= set(per_version), "an acknowledged version was lost"
+        assert all(count == 150 for count in per_version.values()), f"half-written version: {per_version}"
+        health = _verify(database_url, tmp_path, tiny_embedder_dir)
+        assert health.ok, health
+    assert kills >= 3, f"only {kills} of 4 ingests were killed mid-way; the test did not test much"
+    hits = json.loads(kb(env, "search", "Round 0 document 3 section 1", "--json").stdout)
+    assert hits
+    assert json.loads(kb(env, "index", "verify", "--json").stdout)["ok"]
