@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, not_, or_, select, update
 
 from kbservice.db import lexical, migrate
 from kbservice.db.engine import WRITE_OPTION
@@ -368,15 +368,19 @@ class KnowledgeStore:
         with self.engine.connect() as conn:
             docs_from = self._doc_summaries(conn, from_version)
             docs_to = self._doc_summaries(conn, to_version)
-            chunks_from = set(conn.execute(select(chunks.c.id).where(_valid_at(chunks, from_version))).scalars())
-            chunks_to = set(conn.execute(select(chunks.c.id).where(_valid_at(chunks, to_version))).scalars())
+            chunks_added = conn.execute(
+                select(func.count()).where(_valid_at(chunks, to_version), not_(_valid_at(chunks, from_version)))
+            ).scalar_one()
+            chunks_removed = conn.execute(
+                select(func.count()).where(_valid_at(chunks, from_version), not_(_valid_at(chunks, to_version)))
+            ).scalar_one()
         return VersionDiff(
             from_version=from_version,
             to_version=to_version,
             documents_added=[docs_to[i] for i in sorted(docs_to.keys() - docs_from.keys())],
             documents_removed=[docs_from[i] for i in sorted(docs_from.keys() - docs_to.keys())],
-            chunks_added=len(chunks_to - chunks_from),
-            chunks_removed=len(chunks_from - chunks_to),
+            chunks_added=chunks_added,
+            chunks_removed=chunks_removed,
         )
 
     def _doc_summaries(self, conn: Connection, version: int) -> dict[int, dict]:

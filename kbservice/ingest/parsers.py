@@ -67,7 +67,7 @@ def parse_file(path: Path, *, key: str, source: str | None, max_bytes: int) -> l
     if format_name == "jsonl":
         return list(_parse_jsonl(_decode(data), key=key, source=source_name))
     reader = _READERS[format_name]
-    text, title = reader(data)
+    text, title, citation = reader(data)
     text = _normalise(text)
     if not text.strip():
         raise ParseError("no text found in the file")
@@ -75,9 +75,12 @@ def parse_file(path: Path, *, key: str, source: str | None, max_bytes: int) -> l
         ParsedDocument(
             source_key=f"{source_name}:{key}",
             source=source_name,
-            title=title or _first_line(text) or path.stem,
+            title=citation.pop("title", None) or title or _first_line(text) or path.stem,
             text=text,
             format=format_name,
+            publisher=citation.get("publisher"),
+            effective_date=citation.get("effective_date"),
+            url=citation.get("url"),
         )
     ]
 
@@ -104,20 +107,55 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def _read_markdown(data: bytes) -> tuple[str, str | None]:
+Citation = dict[str, str]
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.DOTALL)
+CITATION_KEYS = ("title", "publisher", "effective_date", "url")
+
+
+def _read_markdown(data: bytes) -> tuple[str, str | None, Citation]:
+    """Markdown with optional front matter (`---` lines around `key: value` pairs for title, publisher,
+    effective_date, url)."""
     text = _decode(data)
+    citation: Citation = {}
+    front = _FRONT_MATTER.match(text)
+    if front:
+        for line in front.group(1).splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower().replace("-", "_")
+            if key in CITATION_KEYS and value.strip():
+                citation[key] = value.strip().strip("\"'")
+        text = text[front.end() :]
     match = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
-    return text, match.group(1).strip() if match else None
+    return text, match.group(1).strip() if match else None, citation
 
 
-def _read_text(data: bytes) -> tuple[str, str | None]:
-    return _decode(data), None
+def _read_text(data: bytes) -> tuple[str, str | None, Citation]:
+    return _decode(data), None, {}
 
 
-def _read_html(data: bytes) -> tuple[str, str | None]:
+def _html_citation(soup) -> Citation:  # type: ignore[no-untyped-def]
+    citation: Citation = {}
+    for name, key in (
+        ("publisher", "publisher"),
+        ("dc.publisher", "publisher"),
+        ("date", "effective_date"),
+        ("dc.date", "effective_date"),
+        ("citation_date", "effective_date"),
+    ):
+        tag = soup.find("meta", attrs={"name": re.compile(f"^{re.escape(name)}$", re.I)})
+        if tag and tag.get("content") and key not in citation:
+            citation[key] = tag["content"].strip()
+    canonical = soup.find("link", rel="canonical")
+    if canonical and canonical.get("href"):
+        citation["url"] = canonical["href"].strip()
+    return citation
+
+
+def _read_html(data: bytes) -> tuple[str, str | None, Citation]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(_decode(data), "html.parser")
+    citation = _html_citation(soup)
     for tag in soup(["script", "style", "noscript", "nav", "footer"]):
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else None
@@ -140,10 +178,10 @@ def _read_html(data: bytes) -> tuple[str, str | None]:
     if title is None:
         heading = body.find(["h1", "h2"])
         title = heading.get_text(" ", strip=True) if heading else None
-    return "\n\n".join(blocks), title
+    return "\n\n".join(blocks), title, citation
 
 
-def _read_pdf(data: bytes) -> tuple[str, str | None]:
+def _read_pdf(data: bytes) -> tuple[str, str | None, Citation]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -156,10 +194,10 @@ def _read_pdf(data: bytes) -> tuple[str, str | None]:
     text = "\n\n".join(page.strip() for page in pages if page.strip())
     if not text:
         raise ParseError("the PDF has no text layer (scanned image?); OCR it first")
-    return text, title
+    return text, title, {}
 
 
-_READERS: dict[str, Callable[[bytes], tuple[str, str | None]]] = {
+_READERS: dict[str, Callable[[bytes], tuple[str, str | None, Citation]]] = {
     "markdown": _read_markdown,
     "text": _read_text,
     "html": _read_html,

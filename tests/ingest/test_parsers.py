@@ -36,6 +36,22 @@ def test_markdown_title_and_identity(tmp_path: Path) -> None:
     assert "Amoxicillin." in doc.text
 
 
+def test_markdown_front_matter_carries_citation(tmp_path: Path) -> None:
+    content = "---\npublisher: NICE\neffective-date: 2024-03-01\nurl: https://example.org/ng1\n---\n# CAP\nText."
+    doc = parse(write(tmp_path / "cap.md", content))[0]
+    assert (doc.publisher, doc.effective_date, doc.url) == ("NICE", "2024-03-01", "https://example.org/ng1")
+    assert doc.text.startswith("# CAP")
+
+
+def test_html_meta_carries_citation(tmp_path: Path) -> None:
+    html = (
+        '<html><head><meta name="publisher" content="WHO"><meta name="DC.date" content="2023-05-01">'
+        '<link rel="canonical" href="https://example.org/x"></head><body><h1>X</h1><p>Y.</p></body></html>'
+    )
+    doc = parse(write(tmp_path / "x.html", html))[0]
+    assert (doc.publisher, doc.effective_date, doc.url) == ("WHO", "2023-05-01", "https://example.org/x")
+
+
 def test_plain_text_title_is_first_line(tmp_path: Path) -> None:
     doc = parse(write(tmp_path / "note.txt", "\n\nAsthma overview\nUse inhaled steroids.\r\n"))[0]
     assert doc.title == "Asthma overview"
