@@ -495,6 +495,12 @@ class KnowledgeStore:
             ids = conn.execute(select(index_outbox.c.chunk_id).where(index_outbox.c.seq <= upto_seq)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
+    def outbox_count(self, *, upto_seq: int) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).select_from(index_outbox).where(index_outbox.c.seq <= upto_seq)
+            ).scalar_one()
+
     def chunk_count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(chunks)).scalar_one()

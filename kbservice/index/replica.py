@@ -49,18 +49,8 @@ class IndexReplica:
     def open(self) -> None:
         """Loads the snapshot, replays the outbox it lacks, and fails loudly if it disagrees with SQL."""
         with self._lock:
-            self._check_stored_embedder()
-            loaded = load_snapshot(
-                self.directory,
-                embedder_id=self.embedder_id,
-                dimension=self.dimension,
-                settings=self.settings,
-            )
-            if loaded is None:
-                self._index, self.manifest, self.applied_seq = self._empty(), None, 0
-            else:
-                self._index, self.manifest = loaded
-                self.applied_seq = self.manifest.applied_seq
+            self._index, self.manifest = self._load_from_disk()
+            self.applied_seq = self.manifest.applied_seq if self.manifest else 0
             sql_seq = self.store.max_outbox_seq()
             if self.applied_seq > sql_seq:
                 raise IndexMismatchError(
@@ -68,7 +58,7 @@ class IndexReplica:
                     f"{sql_seq} (a snapshot from another database?); run `kbservice index rebuild`"
                 )
             self.catch_up()
-            expected = len(self.store.outbox_chunk_ids(upto_seq=self.applied_seq))
+            expected = self.store.outbox_count(upto_seq=self.applied_seq)
             if self.index.size != expected:
                 raise IndexMismatchError(
                     f"the index holds {self.index.size} vectors but SQL has {expected} chunks up to outbox "
@@ -80,6 +70,14 @@ class IndexReplica:
         if self._index is None:
             raise RuntimeError("IndexReplica.open() was not called")
         return self._index
+
+    def _load_from_disk(self) -> tuple[FaissVectorIndex, Manifest | None]:
+        """The checked snapshot, or an empty index when none was written; IndexMismatchError otherwise."""
+        self._check_stored_embedder()
+        loaded = load_snapshot(
+            self.directory, embedder_id=self.embedder_id, dimension=self.dimension, settings=self.settings
+        )
+        return loaded if loaded is not None else (self._empty(), None)
 
     def _check_stored_embedder(self) -> None:
         stored = self.store.stored_embedder_id()
@@ -163,26 +161,17 @@ class IndexReplica:
     def verify(self) -> IndexHealth:
         """Compares the snapshot (plus pending outbox, applied in memory only) with SQL; writes nothing."""
         problems: list[str] = []
-        sql_ids = self.store.outbox_chunk_ids(upto_seq=self.store.max_outbox_seq())
+        outbox_seq = self.store.max_outbox_seq()  # one cut-off, so a concurrent ingest is not an orphan
+        sql_ids = self.store.outbox_chunk_ids(upto_seq=outbox_seq)
         index_ids = np.zeros(0, dtype=np.int64)
         kind = "none"
         applied_seq = 0
         try:
-            self._check_stored_embedder()
-            loaded = load_snapshot(
-                self.directory,
-                embedder_id=self.embedder_id,
-                dimension=self.dimension,
-                settings=self.settings,
-            )
-            if loaded is None:
-                index = self._empty()
-                if len(sql_ids):
-                    problems.append("no index snapshot on disk")
-            else:
-                index, manifest = loaded
-                applied_seq = manifest.applied_seq
-            for last_seq, ids, vectors in self.store.outbox_after(applied_seq):
+            index, manifest = self._load_from_disk()
+            if manifest is None and len(sql_ids):
+                problems.append("no index snapshot on disk")
+            applied_seq = manifest.applied_seq if manifest else 0
+            for last_seq, ids, vectors in self.store.outbox_after(applied_seq, upto_seq=outbox_seq):
                 index.add(ids, vectors)
                 applied_seq = last_seq
             index_ids, kind = index.ids(), index.kind
@@ -199,12 +188,12 @@ class IndexReplica:
             problems.append(f"{duplicates} chunk id(s) appear more than once in the index")
         return IndexHealth(
             ok=not problems,
-            sql_chunks=int(self.store.chunk_count()),
+            sql_chunks=len(sql_ids),
             index_vectors=len(index_ids),
             missing=[int(i) for i in missing[:_REPORTED_IDS]],
             orphans=[int(i) for i in orphans[:_REPORTED_IDS]],
             applied_seq=applied_seq,
-            outbox_seq=self.store.max_outbox_seq(),
+            outbox_seq=outbox_seq,
             embedder_id=self.embedder_id,
             index_kind=kind,
             problems=problems,

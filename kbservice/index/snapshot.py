@@ -52,15 +52,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flushes a file's data, or a directory's entries (so a rename survives power loss), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -86,7 +79,7 @@ def write_snapshot(index: FaissVectorIndex, directory: Path, *, applied_seq: int
         index_name = f"index-{applied_seq}-{uuid.uuid4().hex[:8]}.faiss"
         temp_index = directory / f".{index_name}.tmp"
         index.write(temp_index)
-        _fsync_file(temp_index)
+        _fsync(temp_index)
         os.replace(temp_index, directory / index_name)
         manifest = Manifest(
             format=MANIFEST_FORMAT,
@@ -101,9 +94,9 @@ def write_snapshot(index: FaissVectorIndex, directory: Path, *, applied_seq: int
         )
         temp_manifest = directory / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
         temp_manifest.write_text(json.dumps(asdict(manifest), indent=2))
-        _fsync_file(temp_manifest)
+        _fsync(temp_manifest)
         os.replace(temp_manifest, directory / MANIFEST_NAME)
-        _fsync_dir(directory)
+        _fsync(directory)
         for stale in directory.glob("index-*.faiss"):
             if stale.name != index_name:
                 stale.unlink(missing_ok=True)
