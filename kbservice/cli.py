@@ -31,10 +31,12 @@ ingest_app = typer.Typer(
 index_app = typer.Typer(help="Check or rebuild the vector index (a projection of SQL).", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure ingest throughput and search latency.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure retrieval quality on real data.", no_args_is_help=True)
+models_app = typer.Typer(help="The local language model (base model files and checksum).", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
+app.add_typer(models_app, name="models")
 
 # Piped output (files, tests, other programs) gets wide tables instead of rich's 80-column default.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -290,6 +292,18 @@ def index_rebuild(
     with progress.task("Rebuilding index", total=services.store.chunk_count()) as advance:
         manifest = replica.rebuild(progress=advance)
     out.print(f"index rebuilt: {manifest.vectors} vectors ({manifest.kind}), build {manifest.build_id}")
+
+
+@models_app.command("show")
+def models_show(as_json: JsonFlag = False) -> None:
+    """The base language model: its directory and sha256 (the packaged GGUF is converted on first use)."""
+    from kbservice.llm.model_files import resolve_base_model
+
+    model = resolve_base_model(model_path=state.settings.llm.model_path, cache_dir=state.settings.models_dir)
+    if as_json:
+        _print_json({"name": model.name, "path": str(model.path), "sha256": model.sha256})
+    else:
+        out.print(f"{model.name}\n  path   {model.path}\n  sha256 {model.sha256}")
 
 
 @app.command()

@@ -52,6 +52,10 @@ class IndexSettings(BaseModel):
     hnsw_ef_search: int = Field(128, ge=8)
 
 
+class LLMSettings(BaseModel):
+    model_path: Path | None = None  # None: the packaged SmolLM2-135M-Instruct, converted once into data_dir/models
+
+
 class RetrievalSettings(BaseModel):
     default_k: int = Field(10, ge=1)
     rrf_k: int = Field(60, ge=1)
@@ -70,6 +74,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     index: IndexSettings = IndexSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    llm: LLMSettings = LLMSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -94,6 +99,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
 
 
 def _user_config_file() -> Path | None:

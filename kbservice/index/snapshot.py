@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import uuid
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kbservice.checksums import file_sha256
 from kbservice.config import IndexSettings
 from kbservice.errors import IndexMismatchError
 from kbservice.index.faiss_index import FaissVectorIndex
@@ -42,14 +42,6 @@ class Manifest:
     def build_id(self) -> str:
         """Names this exact index build: provenance records it with every answer."""
         return f"seq{self.applied_seq}-{self.sha256[:12]}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:
