@@ -145,6 +145,8 @@ def ingest_guidelines_command(
     if as_json:
         _print_json(report.to_json())
         return
+    for path, reason in report.rejected:
+        err.print(f"[yellow]skipped[/yellow] {path}: {reason}")
     if report.version is None:
         out.print(f"nothing changed: {len(report.unchanged)} document(s) already present with identical content")
         return

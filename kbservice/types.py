@@ -118,6 +118,7 @@ class IngestReport:
     superseded: list[str]
     unchanged: list[str]
     chunks: int
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), only with skip_bad
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 

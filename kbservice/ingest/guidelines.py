@@ -111,7 +111,7 @@ def ingest_guidelines(
     """
     progress = progress or NoProgress()
     started = time.perf_counter()
-    documents, _problems = parse_inputs(
+    documents, problems = parse_inputs(
         paths, source=source, max_bytes=int(settings.ingest.max_file_mb * 1e6), skip_bad=skip_bad
     )
     parse_s = time.perf_counter() - started
@@ -137,6 +137,7 @@ def ingest_guidelines(
         superseded=superseded,
         unchanged=skipped + unchanged,
         chunks=sum(len(p.chunks) for p in prepared) if info else 0,
+        rejected=problems,
         seconds=time.perf_counter() - started,
         timings=timings,
     )

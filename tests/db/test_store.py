@@ -114,6 +114,7 @@ def test_skip_bad_ingests_the_good_files(services: Services, tmp_path: Path) -> 
     write(tmp_path / "batch" / "empty.txt", "")
     report = ingest(services, tmp_path / "batch", skip_bad=True)
     assert report.added == ["local:good.md"]
+    assert [(Path(path).name, reason) for path, reason in report.rejected] == [("empty.txt", "empty file")]
 
 
 def test_unknown_version_is_a_clear_error(services: Services) -> None:
