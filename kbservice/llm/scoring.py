@@ -46,7 +46,7 @@ def score_continuations(
     for row, continuation in enumerate(continuations):
         ids[row, : len(continuation)] = torch.tensor(list(continuation), device=device)
         real[row, : len(continuation)] = True
-    cache = copy.deepcopy(prefix.past_key_values)
+    cache = copy.deepcopy(prefix.cache)
     cache.batch_repeat_interleave(batch)
     attention = torch.cat([torch.ones((batch, len(prompt_ids)), dtype=torch.long, device=device), real.long()], dim=1)
     positions = torch.arange(len(prompt_ids), len(prompt_ids) + width, device=device).expand(batch, -1)
