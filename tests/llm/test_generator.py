@@ -1,0 +1,59 @@
+"""The transformers Generator on a tiny random Llama that uses SmolLM2's real tokenizer and chat template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kbservice.llm.model_files import BaseModel, packaged_gguf
+from kbservice.llm.transformers_generator import TransformersGenerator
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory: pytest.TempPathFactory) -> TransformersGenerator:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-smollm")
+    gguf = packaged_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return TransformersGenerator(BaseModel(path=Path(folder), name="tiny-smollm", sha256="0" * 64))
+
+
+def test_generation_is_deterministic_and_streams_the_same_text(tiny_generator: TransformersGenerator) -> None:
+    prompt = tiny_generator.chat_prompt("Suggest a treatment for community-acquired pneumonia.")
+    assert "pneumonia" in prompt and prompt.rstrip().endswith("assistant")
+    first = tiny_generator.generate(prompt, max_new_tokens=12)
+    assert first == tiny_generator.generate(prompt, max_new_tokens=12)
+    assert "".join(tiny_generator.stream(prompt, max_new_tokens=12)) == first
+
+
+def test_candidate_scores_match_one_forward_each(tiny_generator: TransformersGenerator) -> None:
+    import torch
+
+    prompt = tiny_generator.chat_prompt("Fever, cough and crackles. Most likely diagnosis?")
+    candidates = ["pneumonia", "pulmonary embolism", "asthma"]
+    scores = tiny_generator.score_candidates(prompt, candidates)
+    tokenizer, model = tiny_generator.tokenizer, tiny_generator.model
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    for candidate, score in zip(candidates, scores, strict=True):
+        ids = tokenizer(" " + candidate, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt_ids + ids])).logits[0]
+        logprobs = torch.log_softmax(logits, dim=-1)
+        expected = sum(logprobs[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(ids))
+        assert score.total_logprob == pytest.approx(expected, abs=1e-4)
+        assert score.tokens == len(ids)
