@@ -17,8 +17,7 @@ from rich.table import Table
 
 from kbservice.config import Settings
 from kbservice.errors import KBError
-from kbservice.ingest.chunking import chunk_document
-from kbservice.ingest.guidelines import ingest_guidelines
+from kbservice.ingest.guidelines import chunk_documents, ingest_guidelines
 from kbservice.ingest.parsers import parse_file
 from kbservice.services import build_services, initialise
 
@@ -77,7 +76,6 @@ def run_ingest_benchmark(
     embedder = services.embedder
     load_s = time.perf_counter() - started
     encode = embedder.model.encode  # type: ignore[attr-defined]
-    max_tokens = min(settings.chunking.max_tokens, embedder.max_tokens)
     bare_s = ingest_s = 0.0
     bare_chunks = ingested_chunks = tokens = 0
     stages: dict[str, float] = {}
@@ -90,14 +88,8 @@ def run_ingest_benchmark(
             docs = parse_file(path, key=MEDQUAD_FILE, source=MEDQUAD_SOURCE, max_bytes=1 << 34)
             texts = [
                 draft.embed_text
-                for doc in docs
-                for draft in chunk_document(
-                    text=doc.text,
-                    title=doc.title,
-                    count_tokens=embedder.count_tokens,
-                    max_tokens=max_tokens,
-                    overlap_tokens=settings.chunking.overlap_tokens,
-                )
+                for drafts in chunk_documents(docs, embedder=embedder, settings=settings)
+                for draft in drafts
             ]
             tokens += sum(min(n + 2, embedder.max_tokens) for n in embedder.count_tokens(texts))
             if number == 1:

@@ -15,7 +15,7 @@ from kbservice.index.replica import IndexReplica
 from kbservice.ingest.chunking import chunk_document
 from kbservice.ingest.parsers import ParseError, discover_files, parse_file
 from kbservice.progress import NoProgress, Progress
-from kbservice.types import IngestReport, ParsedDocument, PreparedDocument
+from kbservice.types import ChunkDraft, IngestReport, ParsedDocument, PreparedDocument
 
 
 def document_hash(doc: ParsedDocument) -> str:
@@ -42,9 +42,9 @@ def parse_inputs(
     seen: dict[str, int] = {}
     for doc in documents:
         seen[doc.source_key] = seen.get(doc.source_key, 0) + 1
-    problems.extend(
-        (key, f"{count} documents in this batch share this identity") for key, count in seen.items() if count > 1
-    )
+    shared = {key for key, count in seen.items() if count > 1}
+    problems.extend((key, f"{seen[key]} documents in this batch share this identity") for key in sorted(shared))
+    documents = [doc for doc in documents if doc.source_key not in shared]
     if problems and not skip_bad:
         raise IngestError(problems)
     if not documents:
@@ -52,14 +52,12 @@ def parse_inputs(
     return documents, problems
 
 
-def prepare_documents(
-    documents: list[ParsedDocument], *, embedder: Embedder, settings: Settings, progress: Progress
-) -> tuple[list[PreparedDocument], dict[str, float]]:
-    """Chunks and embeds `documents` (all chunks in one length-sorted encode), timing each stage."""
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+def chunk_documents(
+    documents: list[ParsedDocument], *, embedder: Embedder, settings: Settings
+) -> list[list[ChunkDraft]]:
+    """Each document's chunks, bounded by the smaller of the configured and the embedder's token limit."""
     max_tokens = min(settings.chunking.max_tokens, embedder.max_tokens)
-    drafts = [
+    return [
         chunk_document(
             text=doc.text,
             title=doc.title,
@@ -69,6 +67,15 @@ def prepare_documents(
         )
         for doc in documents
     ]
+
+
+def prepare_documents(
+    documents: list[ParsedDocument], *, embedder: Embedder, settings: Settings, progress: Progress
+) -> tuple[list[PreparedDocument], dict[str, float]]:
+    """Chunks and embeds `documents` (all chunks in one length-sorted encode), timing each stage."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    drafts = chunk_documents(documents, embedder=embedder, settings=settings)
     timings["chunk_s"] = time.perf_counter() - started
     texts = [draft.embed_text for doc_drafts in drafts for draft in doc_drafts]
     started = time.perf_counter()

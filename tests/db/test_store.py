@@ -117,6 +117,18 @@ def test_skip_bad_ingests_the_good_files(services: Services, tmp_path: Path) -> 
     assert [(Path(path).name, reason) for path, reason in report.rejected] == [("empty.txt", "empty file")]
 
 
+def test_duplicate_identities_in_one_batch(services: Services, tmp_path: Path) -> None:
+    batch = write(tmp_path / "g.jsonl", '{"id": "x", "title": "A", "text": "a"}\n')
+    write(tmp_path / "h.jsonl", '{"id": "x", "title": "B", "text": "b"}\n')
+    one = guideline(tmp_path / "dup", "same.md", "Same", "One.")
+    two = guideline(tmp_path / "other", "same.md", "Same", "Two.")
+    with pytest.raises(IngestError, match="2 documents in this batch share this identity"):
+        ingest(services, one, two)
+    report = ingest(services, one, two, batch, skip_bad=True)
+    assert report.added == ["local:g.jsonl#x"]
+    assert report.rejected == [("local:same.md", "2 documents in this batch share this identity")]
+
+
 def test_unknown_version_is_a_clear_error(services: Services) -> None:
     with pytest.raises(UnknownVersionError, match="knowledge base is empty"):
         services.store.version(3)
