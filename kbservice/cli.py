@@ -329,7 +329,8 @@ def bench_ingest(
     from kbservice.ingest.bench import run_ingest_benchmark
 
     result = run_ingest_benchmark(corpus=corpus, limit=limit, settings=state.settings, console=err)
-    _print_json(result) if as_json else None
+    if as_json:
+        _print_json(result)
 
 
 @bench_app.command("search")
@@ -349,7 +350,8 @@ def bench_search(
         console=err,
         kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
     )
-    _print_json(result) if as_json else None
+    if as_json:
+        _print_json(result)
 
 
 @eval_app.command("retrieval")
@@ -366,7 +368,8 @@ def eval_retrieval(
     from kbservice.retrieval_eval import evaluate_medquad
 
     result = evaluate_medquad(state.services, corpus=corpus, sample=sample, seed=seed, console=err)
-    _print_json(result) if as_json else None
+    if as_json:
+        _print_json(result)
 
 
 def main() -> None:

@@ -40,3 +40,21 @@ def store_fingerprint(services: Services) -> tuple:
         store.max_outbox_seq(),
         (manifest.read_text() if manifest.exists() else None),
     )
+
+
+def tiny_llama(vocab_size: int):  # type: ignore[no-untyped-def]
+    """A randomly initialised 2-layer Llama (seeded): fast where a test needs mechanics, not language."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    return LlamaForCausalLM(config).eval()

@@ -12,23 +12,14 @@ from kbservice.llm.transformers_generator import TransformersGenerator
 
 @pytest.fixture(scope="module")
 def tiny_generator(tmp_path_factory: pytest.TempPathFactory) -> TransformersGenerator:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
+
+    from tests.helpers import tiny_llama
 
     folder = tmp_path_factory.mktemp("tiny-smollm")
     gguf = packaged_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_llama(vocab_size=len(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return TransformersGenerator(BaseModel(path=Path(folder), name="tiny-smollm", sha256="0" * 64))
 

@@ -42,19 +42,9 @@ def test_configured_directory_must_be_a_model(tmp_path: Path) -> None:
 
 
 def test_configured_directory_is_used_as_is(tmp_path: Path) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.helpers import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny-llm")
+    tiny_llama(vocab_size=128).save_pretrained(tmp_path / "tiny-llm")
     model = resolve_base_model(model_path=tmp_path / "tiny-llm", cache_dir=tmp_path / "cache")
     assert model.path == tmp_path / "tiny-llm" and model.name == "tiny-llm"
     assert not (tmp_path / "cache").exists()

@@ -10,19 +10,9 @@ from kbservice.llm.scoring import score_continuations
 
 @pytest.fixture(scope="module")
 def tiny_llama() -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.helpers import tiny_llama as build
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    return LlamaForCausalLM(config).eval()
+    return build(vocab_size=97)
 
 
 def naive(model: torch.nn.Module, prompt: list[int], continuation: list[int]) -> float:
