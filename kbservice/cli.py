@@ -31,12 +31,14 @@ ingest_app = typer.Typer(
 index_app = typer.Typer(help="Check or rebuild the vector index (a projection of SQL).", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure ingest throughput and search latency.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure retrieval quality on real data.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log of knowledge changes.", no_args_is_help=True)
 models_app = typer.Typer(help="The local language model (base model files and checksum).", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(index_app, name="index")
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
+app.add_typer(audit_app, name="audit")
 
 # Piped output (files, tests, other programs) gets wide tables instead of rich's 80-column default.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -294,6 +296,39 @@ def index_rebuild(
     with progress.task("Rebuilding index", total=services.store.chunk_count()) as advance:
         manifest = replica.rebuild(progress=advance)
     out.print(f"index rebuilt: {manifest.vectors} vectors ({manifest.kind}), build {manifest.build_id}")
+
+
+@audit_app.command("list")
+def audit_list(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many entries, oldest first.")] = 100,
+    after: Annotated[int, typer.Option(help="Start after this sequence number.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """List audit entries (seq, time, kind, actor, payload, hashes)."""
+    entries = list(state.services.audit.store.entries(after_seq=after, limit=limit))
+    if as_json:
+        _print_json([entry.to_json() for entry in entries])
+        return
+    table = Table("seq", "time", "kind", "actor", "payload", "hash")
+    for entry in entries:
+        table.add_row(
+            str(entry.seq), entry.created_at[:19], entry.kind, entry.actor, entry.payload[:80], entry.hash[:12]
+        )
+    out.print(table if entries else "no audit entries")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonFlag = False) -> None:
+    """Recompute the audit hash chain; exit 1 if any entry was altered, removed or reordered."""
+    result = state.services.audit.verify()
+    if as_json:
+        _print_json(result.to_json())
+    elif result.ok:
+        out.print(f"audit log ok: {result.entries} entries, chain intact")
+    else:
+        out.print(f"[red]audit log NOT OK[/red] at entry {result.first_bad_seq}: {result.problem}")
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @models_app.command("show")

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
+from kbservice.audit import AuditLog
 from kbservice.config import Settings
 from kbservice.db import KnowledgeStore, make_engine, migrate
+from kbservice.db.audit_log import AuditLogStore
 from kbservice.index.embedder import SentenceTransformerEmbedder
 from kbservice.index.protocols import Embedder
 from kbservice.index.replica import IndexReplica
 from kbservice.retrieve import Retriever
+
+if TYPE_CHECKING:  # types only: SQLAlchemy stays inside db/
+    from sqlalchemy import Engine
 
 
 class Services:
@@ -19,10 +25,18 @@ class Services:
         self.settings = settings
 
     @cached_property
+    def engine(self) -> Engine:
+        engine = make_engine(self.settings.resolved_database_url)
+        migrate.require_current_schema(engine)
+        return engine
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(AuditLogStore(self.engine))
+
+    @cached_property
     def store(self) -> KnowledgeStore:
-        store = KnowledgeStore(make_engine(self.settings.resolved_database_url))
-        store.require_schema()
-        return store
+        return KnowledgeStore(self.engine, audit=self.audit)
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -52,8 +66,8 @@ class Services:
         )
 
     def close(self) -> None:
-        if "store" in self.__dict__:
-            self.store.engine.dispose()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
 
 
 def initialise(settings: Settings) -> str:

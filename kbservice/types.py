@@ -164,3 +164,34 @@ class VersionDiff:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of the hash-chained audit log. `payload` is canonical JSON, exactly as hashed."""
+
+    seq: int
+    created_at: str
+    kind: str
+    actor: str
+    payload: str
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        import json
+
+        data = asdict(self)
+        data["payload"] = json.loads(self.payload)
+        return data
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    ok: bool
+    entries: int
+    first_bad_seq: int | None
+    problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

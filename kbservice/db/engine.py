@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 # Write transactions carry this execution option; on SQLite they open with BEGIN IMMEDIATE so two
 # writers serialise at the start instead of failing with "database is locked" at commit.
 WRITE_OPTION = "kb_write"
+# Any constant works; it names "the kbservice writer" among the database's advisory locks.
+_WRITER_LOCK_KEY = 0x6B62_7772  # "kbwr"
 
 
 def make_engine(url: str) -> Engine:
@@ -42,3 +46,16 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """One serialised write transaction: BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL.
+
+    Serialising writers keeps version numbers gap-free, makes outbox seqs commit in order (a replica that
+    has applied seq N has applied every entry below N) and keeps the audit hash chain linear.
+    """
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITER_LOCK_KEY})")
+        yield conn

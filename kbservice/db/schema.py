@@ -107,3 +107,17 @@ kb_meta = Table(
     Column("key", String(100), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Hash-chained and append-only: each row's hash covers its content and the previous row's hash.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", String(40), nullable=False),  # ISO-8601 UTC, exactly as hashed
+    Column("kind", String(60), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("payload", Text, nullable=False),  # canonical JSON, exactly as hashed
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_kind", "kind"),
+)

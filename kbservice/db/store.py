@@ -5,20 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, func, insert, not_, or_, select, update
 
 from kbservice.db import lexical, migrate
-from kbservice.db.engine import WRITE_OPTION
+from kbservice.db.engine import write_transaction
 from kbservice.db.schema import chunks, documents, index_outbox, kb_meta, knowledge_versions
 from kbservice.errors import IndexMismatchError, KBError, UnknownDocumentError, UnknownVersionError
 from kbservice.types import DocumentInfo, Hit, PreparedDocument, VersionDiff, VersionInfo
 
-# Any constant works; it names "the knowledge-base writer" among the database's advisory locks.
-_WRITER_LOCK_KEY = 0x6B62_7772  # "kbwr"
+if TYPE_CHECKING:
+    from kbservice.audit import AuditLog
+
 _INSERT_BATCH = 2000
 EMBEDDER_META_KEY = "embedder_id"
 
@@ -45,8 +46,9 @@ def version_hash(*, parent_hash: str, author: str, message: str, added, removed)
 class KnowledgeStore:
     """Versioned documents and chunks in SQL, plus the outbox the vector index follows."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, audit: AuditLog | None = None) -> None:
         self.engine = engine
+        self.audit = audit  # when set, every new version is audited in the version's own transaction
 
     @property
     def dialect(self) -> str:
@@ -54,18 +56,6 @@ class KnowledgeStore:
 
     def require_schema(self) -> None:
         migrate.require_current_schema(self.engine)
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """One serialised write transaction: BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL.
-
-        Serialising writers keeps version numbers gap-free and makes outbox seqs commit in order, so a
-        replica that has applied seq N has applied every entry below N.
-        """
-        with self.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
-            if self.dialect == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITER_LOCK_KEY})")
-            yield conn
 
     # ----- versions -------------------------------------------------------------------------------
 
@@ -111,7 +101,7 @@ class KnowledgeStore:
         Returns (version or None, added keys, superseded keys, unchanged keys). Supersession is decided
         inside the write transaction, so a concurrent writer cannot make it act on stale state.
         """
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             self._check_embedder(conn, embedder_id)
             live = self._live_by_key(conn, [p.parsed.source_key for p in prepared])
             fresh = [p for p in prepared if live.get(p.parsed.source_key, (None, None))[1] != p.content_hash]
@@ -146,11 +136,13 @@ class KnowledgeStore:
                 chunks_delta=added_chunks - removed_chunks,
             )
             added_keys = [p.parsed.source_key for p in fresh if p.parsed.source_key not in live]
-            return info, added_keys, [key for key, _ in superseded], unchanged
+            superseded_keys = [key for key, _ in superseded]
+            self._audit_version(conn, info, added=added_keys, superseded=superseded_keys, retracted=[])
+            return info, added_keys, superseded_keys, unchanged
 
     def retract_document(self, document_id: int, *, author: str, reason: str) -> VersionInfo:
         """Writes a new version in which `document_id` (and its chunks) is no longer valid."""
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(select(documents).where(documents.c.id == document_id)).first()
             if row is None:
                 raise UnknownDocumentError(f"document {document_id} does not exist; see `kbservice documents`")
@@ -171,9 +163,33 @@ class KnowledgeStore:
                 removed=[(row.source_key, row.content_hash)],
             )
             removed_chunks = self._close_documents(conn, [document_id], new_version, reason=reason)
-            return self._finish_version(
+            info = self._finish_version(
                 conn, version=new_version, parent=parent, documents_delta=-1, chunks_delta=-removed_chunks
             )
+            self._audit_version(conn, info, added=[], superseded=[], retracted=[row.source_key])
+            return info
+
+    def _audit_version(
+        self, conn: Connection, info: VersionInfo, *, added: list[str], superseded: list[str], retracted: list[str]
+    ) -> None:
+        if self.audit is None:
+            return
+        self.audit.record(
+            "knowledge.version",
+            actor=info.author,
+            payload={
+                "version": info.version,
+                "parent": info.parent,
+                "content_hash": info.content_hash,
+                "message": info.message,
+                "added": added,
+                "superseded": superseded,
+                "retracted": retracted,
+                "documents": info.documents,
+                "chunks": info.chunks,
+            },
+            conn=conn,
+        )
 
     def _check_embedder(self, conn: Connection, embedder_id: str) -> None:
         stored = conn.execute(select(kb_meta.c.value).where(kb_meta.c.key == EMBEDDER_META_KEY)).scalar()
@@ -323,7 +339,7 @@ class KnowledgeStore:
 
     def replace_embeddings(self, vectors_by_chunk: dict[int, np.ndarray], *, embedder_id: str) -> None:
         """Re-embedding (embedder switch): new vectors for existing chunks; knowledge versions unchanged."""
-        with self._write() as conn:
+        with write_transaction(self.engine) as conn:
             for chunk_id, vector in vectors_by_chunk.items():
                 conn.execute(
                     update(chunks)
