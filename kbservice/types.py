@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -179,8 +180,6 @@ class AuditEntry:
     hash: str
 
     def to_json(self) -> dict[str, Any]:
-        import json
-
         data = asdict(self)
         data["payload"] = json.loads(self.payload)
         return data
