@@ -248,7 +248,8 @@ def documents(
 ) -> None:
     """List the documents valid now (or at --as-of)."""
     store = state.services.store
-    version = store.version(as_of).version if as_of is not None else (store.head().version if store.head() else 0)
+    head = store.head()
+    version = store.version(as_of).version if as_of is not None else (head.version if head else 0)
     docs = store.documents(as_of=version)
     if as_json:
         _print_json([d.to_json() for d in docs])

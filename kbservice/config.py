@@ -9,13 +9,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from kbservice.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "default.toml"
@@ -111,11 +113,15 @@ def _user_config_file() -> Path | None:
         return None
     path = Path(named)
     if not path.exists():
-        raise FileNotFoundError(f"KB_CONFIG names {path}, which does not exist")
+        raise ConfigError(f"KB_CONFIG names {path}, which does not exist")
     return path
 
 
 def load_settings(*, data_dir: Path | None = None) -> Settings:
     """Settings from files and environment, with `data_dir` (e.g. from --data-dir) taking precedence."""
     overrides = {"data_dir": data_dir} if data_dir is not None else {}
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc

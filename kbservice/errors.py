@@ -7,6 +7,10 @@ class KBError(Exception):
     """Base class: the CLI prints the message and exits 1; the store is left as it was."""
 
 
+class ConfigError(KBError):
+    pass
+
+
 class NotInitialisedError(KBError):
     pass
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from kbservice.config import load_settings
+from kbservice.errors import ConfigError
 
 
 def test_defaults_come_from_default_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -39,5 +40,12 @@ def test_precedence_argument_env_file_default(monkeypatch: pytest.MonkeyPatch, t
 
 def test_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KB_CONFIG", str(tmp_path / "nope.toml"))
-    with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
+        load_settings()
+
+
+def test_invalid_values_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KB_CONFIG", raising=False)
+    monkeypatch.setenv("KB_INDEX__KIND", "magic")
+    with pytest.raises(ConfigError, match=r"invalid configuration: index\.kind"):
         load_settings()
