@@ -75,9 +75,10 @@ _DRUG_AFTER = re.compile(
     r"b\.?i\.?d\b|t\.?i\.?d\b|q\.?\s?\d|q\.?h\.?s\b|p\.?r\.?n\b)",
     re.I,
 )
+# Not a bare number or "(": "John Smith 617-555-0142" and "John Smith (son)" must stay names.
 _CLINICAL_NOUN_AFTER = re.compile(
-    r"^\s*(?:\d|powder|saturation|disorder|level|count|test|therapy|sulfate|hydrochloride|sodium|chloride|"
-    r"injection|solution|suspension|patch|gel|\()",
+    r"^\s*(?:powder|saturation|disorder|level|count|test|therapy|sulfate|hydrochloride|sodium|chloride|"
+    r"injection|solution|suspension|patch|gel)\b",
     re.I,
 )
 # Inside these sections a capitalised word is a drug or an allergen far more often than a person.
@@ -153,9 +154,15 @@ def find_identifiers(text: str) -> list[tuple[int, int, str]]:
             continue
         if result.entity_type == "DATE_TIME" and not _CALENDAR.search(piece):
             continue
-        if result.entity_type in ("PERSON", "LOCATION") and _looks_clinical(text, result.start, result.end):
-            continue
-        spans.append((result.start, result.end, PRESIDIO_ENTITIES[result.entity_type], len(RULES)))
+        start, end = result.start, result.end
+        if result.entity_type in ("PERSON", "LOCATION"):
+            # The model sometimes runs a name on into a number ("Maria Gonzalez 617-555-0100"): keep the words.
+            words = re.match(r"[^\W\d_][^\d]*?(?=\s+\S*\d|$)", piece)
+            if words:
+                end = start + len(words.group(0).rstrip())
+            if _looks_clinical(text, start, end):
+                continue
+        spans.append((start, end, PRESIDIO_ENTITIES[result.entity_type], len(RULES)))
     chosen: list[tuple[int, int, str]] = []
     for start, end, placeholder, _ in sorted(spans, key=lambda s: (-(s[1] - s[0]), s[3], s[0])):
         if start < end and all(end <= a or start >= b for a, b, _ in chosen):

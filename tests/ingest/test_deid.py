@@ -64,6 +64,11 @@ def test_clinical_content_survives() -> None:
         assert clinical in text, clinical
 
 
+def test_a_name_before_a_number_or_bracket_is_still_a_name() -> None:
+    text = scrub("Discussed with Maria Gonzalez 617-555-0100 and Peter Novak (brother) today.").text
+    assert "Gonzalez" not in text and "Novak" not in text
+
+
 def test_ages_up_to_89_and_durations_are_kept() -> None:
     text = scrub("A 67-year-old man with cough for two weeks, worse since last summer; aged 89.").text
     assert text == "A 67-year-old man with cough for two weeks, worse since last summer; aged 89."
