@@ -362,17 +362,15 @@ class KnowledgeStore:
 
     def documents(self, *, as_of: int) -> list[DocumentInfo]:
         """Documents valid at version `as_of`, oldest first."""
-        chunk_count = select(func.count()).where(chunks.c.document_id == documents.c.id).scalar_subquery().label("n")
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(documents, chunk_count).where(_valid_at(documents, as_of)).order_by(documents.c.id)
+                select(documents, _chunk_count()).where(_valid_at(documents, as_of)).order_by(documents.c.id)
             )
             return [_document_info(row) for row in rows]
 
     def document(self, document_id: int) -> DocumentInfo:
-        chunk_count = select(func.count()).where(chunks.c.document_id == documents.c.id).scalar_subquery().label("n")
         with self.engine.connect() as conn:
-            row = conn.execute(select(documents, chunk_count).where(documents.c.id == document_id)).first()
+            row = conn.execute(select(documents, _chunk_count()).where(documents.c.id == document_id)).first()
         if row is None:
             raise UnknownDocumentError(f"document {document_id} does not exist; see `kbservice documents`")
         return _document_info(row)
@@ -535,6 +533,11 @@ class KnowledgeStore:
                 return
             after_id = rows[-1].id
             yield [(row.id, f"{row.context}\n{row.text}" if row.context else row.text) for row in rows]
+
+
+def _chunk_count():  # type: ignore[no-untyped-def]
+    """A column with each document's number of chunks, labelled "n" for _document_info."""
+    return select(func.count()).where(chunks.c.document_id == documents.c.id).scalar_subquery().label("n")
 
 
 def _as_utc(moment: datetime) -> datetime:

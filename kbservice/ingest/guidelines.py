@@ -70,7 +70,12 @@ def chunk_documents(
 
 
 def prepare_documents(
-    documents: list[ParsedDocument], *, embedder: Embedder, settings: Settings, progress: Progress
+    documents: list[ParsedDocument],
+    *,
+    content_hashes: list[str],
+    embedder: Embedder,
+    settings: Settings,
+    progress: Progress,
 ) -> tuple[list[PreparedDocument], dict[str, float]]:
     """Chunks and embeds `documents` (all chunks in one length-sorted encode), timing each stage."""
     timings: dict[str, float] = {}
@@ -84,11 +89,11 @@ def prepare_documents(
     timings["embed_s"] = time.perf_counter() - started
     prepared: list[PreparedDocument] = []
     offset = 0
-    for doc, doc_drafts in zip(documents, drafts, strict=True):
+    for doc, content_hash, doc_drafts in zip(documents, content_hashes, drafts, strict=True):
         prepared.append(
             PreparedDocument(
                 parsed=doc,
-                content_hash=document_hash(doc),
+                content_hash=content_hash,
                 chunks=doc_drafts,
                 embeddings=vectors[offset : offset + len(doc_drafts)],
             )
@@ -123,8 +128,16 @@ def ingest_guidelines(
     )
     parse_s = time.perf_counter() - started
     live = store.live_content_hashes([doc.source_key for doc in documents])
-    changed = [doc for doc in documents if live.get(doc.source_key) != document_hash(doc)]
-    prepared, timings = prepare_documents(changed, embedder=embedder, settings=settings, progress=progress)
+    hashes = [document_hash(doc) for doc in documents]
+    changed = [(doc, h) for doc, h in zip(documents, hashes, strict=True) if live.get(doc.source_key) != h]
+    skipped = [doc.source_key for doc, h in zip(documents, hashes, strict=True) if live.get(doc.source_key) == h]
+    prepared, timings = prepare_documents(
+        [doc for doc, _ in changed],
+        content_hashes=[h for _, h in changed],
+        embedder=embedder,
+        settings=settings,
+        progress=progress,
+    )
     timings["parse_s"] = parse_s
     stage = time.perf_counter()
     info, added, superseded, unchanged = store.record_ingest(
@@ -137,7 +150,6 @@ def ingest_guidelines(
     stage = time.perf_counter()
     replica.catch_up()
     timings["index_s"] = time.perf_counter() - stage
-    skipped = [doc.source_key for doc in documents if live.get(doc.source_key) == document_hash(doc)]
     return IngestReport(
         version=info.version if info else None,
         added=added,
