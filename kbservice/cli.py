@@ -19,19 +19,24 @@ from kbservice.progress import NoProgress, Progress
 from kbservice.services import Services, build_services, initialise
 
 app = typer.Typer(
-    help="kbservice: a versioned medical knowledge base with hybrid search (demonstration software, "
-    "not a medical device).",
+    help="kbservice: a versioned medical knowledge base with hybrid search and cited, calibrated, audited "
+    "diagnosis and treatment recommendations (demonstration software, not a medical device).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 ingest_app = typer.Typer(
-    help="Add knowledge: guideline files (Markdown, text, HTML, PDF, JSONL).", no_args_is_help=True
+    help="Add knowledge: guideline files (Markdown, text, HTML, PDF, JSONL) or labelled cases (JSONL, CSV).",
+    no_args_is_help=True,
 )
 index_app = typer.Typer(help="Check or rebuild the vector index (a projection of SQL).", no_args_is_help=True)
-bench_app = typer.Typer(help="Measure ingest throughput and search latency.", no_args_is_help=True)
-eval_app = typer.Typer(help="Measure retrieval quality on real data.", no_args_is_help=True)
-audit_app = typer.Typer(help="The hash-chained audit log of knowledge changes.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure ingest throughput, search latency and candidate scoring.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Measure quality on real data: retrieval, de-identification, diagnosis, treatment.", no_args_is_help=True
+)
+audit_app = typer.Typer(
+    help="The hash-chained audit log of knowledge changes and recommendations; show and replay.", no_args_is_help=True
+)
 models_app = typer.Typer(help="The local language model (base model files and checksum).", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(index_app, name="index")
@@ -346,7 +351,8 @@ def models_show(as_json: JsonFlag = False) -> None:
 
 @app.command()
 def demo() -> None:
-    """Build the starter knowledge base (demonstration guideline summaries) and run a few searches."""
+    """Build the starter knowledge base (demonstration guideline summaries and cases), run a few searches,
+    calibrate, and answer and replay one recommendation."""
     from kbservice.demo.run import run_demo
 
     initialise(state.settings)
@@ -446,3 +452,7 @@ def main() -> None:
         if state._services is not None:
             state._services.close()
             state._services = None
+
+
+# Commands for cases, recommendations and their audit/evaluation register themselves on the apps above.
+import kbservice.cli_recommend  # noqa: E402, F401

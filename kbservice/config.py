@@ -42,6 +42,20 @@ class ChunkingSettings(BaseModel):
 
 class IngestSettings(BaseModel):
     max_file_mb: float = Field(20, gt=0)
+    max_case_field_chars: int = Field(20_000, ge=100)  # per free-text field of a case or a request
+
+
+class RecommendSettings(BaseModel):
+    guideline_passages: int = Field(3, ge=0)  # in the prompt
+    similar_cases: int = Field(5, ge=0)  # in the prompt
+    evidence_depth: int = Field(20, ge=1)  # cases each ranker contributes to the similar-case evidence
+    passage_chars: int = Field(600, ge=100)  # a treatment source is cut to this in its prompt
+    prompt_guideline_chars: int = Field(160, ge=0)  # a guideline passage in the diagnosis prompt (latency)
+    prompt_case_chars: int = Field(0, ge=0)  # a similar case's findings in the diagnosis prompt (0: label only)
+    abstain_below: float = Field(0.5, ge=0, le=1)  # abstain when the top probability is lower
+    treatment_sources: int = Field(3, ge=0)  # treatment sentences, one per source
+    treatment_max_new_tokens: int = Field(48, ge=8)
+    calibration_cases: int = Field(300, ge=10)  # held-out cases sampled to fit the fusion weights
 
 
 class IndexSettings(BaseModel):
@@ -56,6 +70,7 @@ class IndexSettings(BaseModel):
 
 class LLMSettings(BaseModel):
     model_path: Path | None = None  # None: the packaged SmolLM2-135M-Instruct, converted once into data_dir/models
+    device: str = "cpu"
 
 
 class RetrievalSettings(BaseModel):
@@ -77,6 +92,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     llm: LLMSettings = LLMSettings()
+    recommend: RecommendSettings = RecommendSettings()
 
     @classmethod
     def settings_customise_sources(

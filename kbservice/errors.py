@@ -38,3 +38,27 @@ class IngestError(KBError):
 
 class IndexMismatchError(KBError):
     """The vector index disagrees with SQL, is corrupt, or was built by another embedder."""
+
+
+class DuplicateIdentityError(IngestError):
+    """Identities (such as case ids) that are already stored and may not be replaced."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        super().__init__([(key, "already stored; case ids are unique and cases are never replaced") for key in keys])
+
+
+class UnknownCaseError(KBError):
+    pass
+
+
+class UnknownAdapterError(KBError):
+    pass
+
+
+class UnknownRecommendationError(KBError):
+    pass
+
+
+class InvalidRequestError(KBError):
+    """A recommendation request that cannot be answered as given (empty, too long, not text)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from kbservice.config import RetrievalSettings
 from kbservice.db.store import KnowledgeStore
@@ -44,6 +47,7 @@ class Retriever:
         self.embedder = embedder
         self.replica = replica
         self.settings = settings
+        self._last_query: tuple[str, np.ndarray] | None = None
 
     def resolve_version(self, as_of: int | None) -> int | None:
         """`as_of` if this replica can serve it, else the newest version it can; None when empty."""
@@ -60,16 +64,29 @@ class Retriever:
         return as_of
 
     def search(
-        self, query: str, *, k: int | None = None, as_of: int | None = None, mode: SearchMode = "hybrid"
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        as_of: int | None = None,
+        mode: SearchMode = "hybrid",
+        kind: str | None = None,
+        exclude_chunk_ids: Sequence[int] = (),
     ) -> SearchResult:
-        """The top `k` chunks for `query` among those valid at `as_of` (default: newest served version)."""
+        """The top `k` chunks for `query` among those valid at `as_of` (default: newest served version),
+        of documents of `kind` ("guideline" or "case"; None: both), never any of `exclude_chunk_ids`."""
         k = k or self.settings.default_k
         version = self.resolve_version(as_of)
         if version is None or not query.strip():
             return SearchResult(version=version, mode=mode, hits=[])
-        depth = max(self.settings.candidates, k)
-        dense = self._dense(query, version, depth) if mode in ("dense", "hybrid") else []
-        lexical = self.store.lexical_search(query, version=version, limit=depth) if mode != "dense" else []
+        dense, lexical = self.rankings(
+            query,
+            version=version,
+            depth=max(self.settings.candidates, k),
+            mode=mode,
+            kind=kind,
+            exclude_chunk_ids=exclude_chunk_ids,
+        )
         if mode == "dense":
             ranked = [(cid, score, rank, None) for rank, (cid, score) in enumerate(dense[:k], start=1)]
         elif mode == "lexical":
@@ -81,6 +98,38 @@ class Retriever:
             ranked = [(cid, score, ranks[0], ranks[1]) for cid, score, ranks in fused[:k]]
         return SearchResult(version=version, mode=mode, hits=self.store.hits(ranked))
 
-    def _dense(self, query: str, version: int, depth: int) -> list[tuple[int, float]]:
-        vector = self.embedder.encode([query])[0]
-        return self.replica.search(vector, k=depth, version=version)
+    def rankings(
+        self,
+        query: str,
+        *,
+        version: int,
+        depth: int,
+        mode: SearchMode = "hybrid",
+        kind: str | None = None,
+        exclude_chunk_ids: Sequence[int] = (),
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The dense and the lexical ranking, each best-first (chunk id, the ranker's own score), unfused:
+        similar-case evidence uses the raw scores, not just the ranks."""
+        excluded = set(exclude_chunk_ids)
+        dense: list[tuple[int, float]] = []
+        lexical: list[tuple[int, float]] = []
+        if mode in ("dense", "hybrid"):
+            vector = self._embed(query)
+            dense = self.replica.search(
+                vector,
+                k=depth,
+                version=version,
+                kind=kind,
+                also_exclude=np.asarray(sorted(excluded), dtype=np.int64),
+            )
+        if mode in ("lexical", "hybrid"):
+            found = self.store.lexical_search(query, version=version, limit=depth + len(excluded), kind=kind)
+            lexical = [(cid, score) for cid, score in found if cid not in excluded][:depth]
+        return dense, lexical
+
+    def _embed(self, query: str) -> np.ndarray:
+        """The query's vector; a recommendation searches guidelines and cases with one query, so the last
+        vector is kept (one entry: no growth, no staleness)."""
+        if self._last_query is None or self._last_query[0] != query:
+            self._last_query = (query, self.embedder.encode([query])[0])
+        return self._last_query[1]

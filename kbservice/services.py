@@ -9,9 +9,13 @@ from kbservice.audit import AuditLog
 from kbservice.config import Settings
 from kbservice.db import KnowledgeStore, make_engine, migrate
 from kbservice.db.audit_log import AuditLogStore
+from kbservice.db.case_store import CaseStore
+from kbservice.db.recommendation_store import RecommendationStore
 from kbservice.index.embedder import SentenceTransformerEmbedder
 from kbservice.index.protocols import Embedder
 from kbservice.index.replica import IndexReplica
+from kbservice.llm.protocols import Generator
+from kbservice.recommend.pipeline import Recommender
 from kbservice.retrieve import Retriever
 
 if TYPE_CHECKING:  # types only: SQLAlchemy stays inside db/
@@ -64,6 +68,37 @@ class Services:
         return Retriever(
             store=self.store, embedder=self.embedder, replica=self.replica, settings=self.settings.retrieval
         )
+
+    @cached_property
+    def case_store(self) -> CaseStore:
+        return CaseStore(self.engine)
+
+    @cached_property
+    def recommendations(self) -> RecommendationStore:
+        return RecommendationStore(self.engine)
+
+    @cached_property
+    def generator(self) -> Generator:
+        from kbservice.llm.model_files import resolve_base_model
+        from kbservice.llm.transformers_generator import TransformersGenerator
+
+        base = resolve_base_model(model_path=self.settings.llm.model_path, cache_dir=self.settings.models_dir)
+        return TransformersGenerator(base, device=self.settings.llm.device)
+
+    @cached_property
+    def recommender(self) -> Recommender:
+        return Recommender(
+            retriever=self.retriever,
+            case_store=self.case_store,
+            generator=self.generator,
+            settings=self.settings.recommend,
+            max_chars=self.settings.ingest.max_case_field_chars,
+        )
+
+    def index_build(self) -> str:
+        """Names the index build now serving (provenance)."""
+        manifest = self.replica.manifest
+        return manifest.build_id if manifest else f"seq{self.replica.applied_seq}-unsnapshotted"
 
     def close(self) -> None:
         if "engine" in self.__dict__:

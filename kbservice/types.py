@@ -30,6 +30,7 @@ class ParsedDocument:
     effective_date: str | None = None
     url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = "guideline"  # or "case"
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class Hit:
     document_id: int
     title: str
     source: str
+    kind: str  # "guideline" or "case"
     heading_path: tuple[str, ...]
     text: str
     char_start: int
@@ -152,6 +154,7 @@ class PreparedDocument:
     content_hash: str
     chunks: list[ChunkDraft]
     embeddings: Any  # numpy float32 array, one row per chunk
+    case: dict[str, Any] | None = None  # the de-identified case fields, for kind "case"
 
 
 @dataclass(frozen=True)
@@ -194,3 +197,28 @@ class AuditVerification:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One stored case, after de-identification. `case_id` is the store's id, `id` the submitter's."""
+
+    case_id: int
+    id: str
+    findings: str
+    history: str | None
+    age: str | None
+    sex: str | None
+    diagnosis: list[str]
+    treatment: str | None
+    images: list[str]
+    labeled_by: str | None
+    version_added: int
+    document_id: int
+    chunk_id: int
+    content_hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["document_id"], data["chunk_id"], data["content_hash"]
+        return data

@@ -122,3 +122,35 @@ def write(path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+DEMO_CASES = REPO_ROOT / "kbservice" / "demo" / "cases.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer Llama with SmolLM2's real tokenizer and chat template: the whole
+    recommendation pipeline runs in milliseconds; the language is nonsense, the mechanics are real."""
+    from transformers import AutoTokenizer
+
+    from kbservice.llm.model_files import packaged_gguf
+    from tests.helpers import tiny_llama
+
+    folder = tmp_path_factory.mktemp("tiny-smollm")
+    gguf = packaged_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tiny_llama(vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def rec_services(tmp_path: Path, database_url: str, tiny_lm_dir: Path) -> Iterator[Services]:
+    """Services whose language model is the tiny Llama (the embedder is still the packaged MiniLM)."""
+    from kbservice.config import LLMSettings
+
+    built_settings = make_settings(tmp_path / "data", database_url, llm=LLMSettings(model_path=tiny_lm_dir))
+    initialise(built_settings)
+    built = build_services(built_settings)
+    yield built
+    built.close()

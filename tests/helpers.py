@@ -22,6 +22,26 @@ def ingest(services: Services, *paths: Path, **kwargs) -> IngestReport:  # type:
     )
 
 
+def ingest_case_file(services: Services, path: Path, **kwargs) -> IngestReport:  # type: ignore[no-untyped-def]
+    from kbservice.ingest.cases import ingest_cases
+
+    kwargs.setdefault("author", "tester")
+    return ingest_cases(
+        path,
+        store=services.store,
+        embedder=services.embedder,
+        replica=services.replica,
+        settings=services.settings,
+        **kwargs,
+    )
+
+
+def cases_jsonl(folder: Path, name: str, *records: dict) -> Path:
+    import json
+
+    return write(folder / name, "".join(json.dumps(r) + "\n" for r in records))
+
+
 def guideline(folder: Path, name: str, title: str, body: str) -> Path:
     return write(folder / name, f"# {title}\n\n{body}\n")
 
@@ -31,7 +51,7 @@ def store_fingerprint(services: Services) -> tuple:
     store = services.store
     versions = [(v.version, v.content_hash, v.documents, v.chunks) for v in store.versions()]
     head = store.head()
-    docs = [(d.document_id, d.content_hash) for d in store.documents(as_of=head.version)] if head else []
+    docs = [(d.document_id, d.content_hash) for d in store.documents(as_of=head.version, kind=None)] if head else []
     manifest = services.settings.index_dir / "manifest.json"
     return (
         versions,

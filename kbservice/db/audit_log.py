@@ -66,3 +66,8 @@ class AuditLogStore:
                 yield AuditEntry(**row._asdict())
             after_seq = rows[-1].seq
             yielded += len(rows)
+
+    def entry(self, seq: int) -> AuditEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(audit_log).where(audit_log.c.seq == seq)).first()
+        return AuditEntry(**row._asdict()) if row else None

@@ -152,11 +152,15 @@ def query_terms(query: str) -> list[str]:
     return list(seen)
 
 
-def lexical_search(connection: Connection, *, query: str, version: int, limit: int) -> list[tuple[int, float]]:
-    """(chunk_id, score) best first, among chunks valid at `version`; higher score is better."""
+def lexical_search(
+    connection: Connection, *, query: str, version: int, limit: int, kind: str | None = None
+) -> list[tuple[int, float]]:
+    """(chunk_id, score) best first, among chunks valid at `version` (of documents of `kind`, when given);
+    higher score is better."""
     terms = query_terms(query)
     if not terms:
         return []
+    kind_filter = "AND c.document_id IN (SELECT id FROM documents WHERE kind = :kind) " if kind else ""
     if connection.dialect.name == "sqlite":
         match = " OR ".join(f'"{term}"' for term in terms)
         rows = connection.execute(
@@ -165,9 +169,10 @@ def lexical_search(connection: Connection, *, query: str, version: int, limit: i
                 "JOIN chunks c ON c.id = chunks_fts.rowid "
                 "WHERE chunks_fts MATCH :match AND c.version_added <= :v "
                 "AND (c.version_removed IS NULL OR c.version_removed > :v) "
-                "ORDER BY rank LIMIT :limit"
+                + kind_filter
+                + "ORDER BY rank LIMIT :limit"
             ),
-            {"match": match, "v": version, "limit": limit},
+            {"match": match, "v": version, "limit": limit, "kind": kind},
         )
         # bm25() is lower-is-better; negate so every ranker reports higher-is-better.
         return [(int(chunk_id), -float(rank)) for chunk_id, rank in rows]
@@ -178,8 +183,9 @@ def lexical_search(connection: Connection, *, query: str, version: int, limit: i
             "FROM chunks c, to_tsquery('english', :tsquery) q "
             "WHERE c.search_tsv @@ q AND c.version_added <= :v "
             "AND (c.version_removed IS NULL OR c.version_removed > :v) "
-            "ORDER BY rank DESC, c.id LIMIT :limit"
+            + kind_filter
+            + "ORDER BY rank DESC, c.id LIMIT :limit"
         ),
-        {"tsquery": tsquery, "v": version, "limit": limit},
+        {"tsquery": tsquery, "v": version, "limit": limit, "kind": kind},
     )
     return [(int(chunk_id), float(rank)) for chunk_id, rank in rows]

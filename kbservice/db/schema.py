@@ -50,6 +50,8 @@ documents = Table(
     Column("source", String(300), nullable=False),
     Column("title", Text, nullable=False),
     Column("format", String(16), nullable=False),
+    # "guideline" or "case": retrieval asks for passages and similar cases separately.
+    Column("kind", String(16), nullable=False, server_default="guideline"),
     Column("publisher", String(300)),
     Column("effective_date", String(40)),
     Column("url", Text),
@@ -120,4 +122,54 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_log_kind", "kind"),
+)
+
+# The structured, de-identified fields of a case; its text is also a document (kind "case") with one chunk,
+# so a case is versioned, embedded and retracted exactly like a guideline.
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_id", Integer, primary_key=True),
+    Column("document_id", Integer, ForeignKey("documents.id"), nullable=False, unique=True),
+    Column("external_id", String(200), nullable=False),
+    Column("findings", Text, nullable=False),
+    Column("history", Text),
+    Column("age", String(8)),  # "90+" for ages over 89 (HIPAA Safe Harbor generalisation)
+    Column("sex", String(1)),
+    Column("diagnoses", JSON, nullable=False),  # list of labels; empty for an unlabelled case
+    Column("treatment", Text),
+    Column("images", JSON, nullable=False),
+    Column("labeled_by", String(200)),
+    Column("version_added", Integer, ForeignKey("knowledge_versions.version"), nullable=False),
+    Index("ix_cases_external_id", "external_id"),
+)
+
+# Fitted fusion weights (temperature scaling generalised to several evidence sources) for one model,
+# adapter and prompt version. Immutable: a refit writes a new row.
+calibrations = Table(
+    "calibrations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("base_model_sha256", String(64), nullable=False),
+    Column("adapter_version", String(40)),
+    Column("prompt_version", String(40), nullable=False),
+    Column("mode", String(16), nullable=False),  # "rag" or "no-rag"
+    Column("knowledge_version", Integer, nullable=False),
+    Column("weights", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("case_ids", JSON, nullable=False),
+    Index("ix_calibrations_lookup", "base_model_sha256", "prompt_version", "mode"),
+)
+
+# Every recommendation as answered: request (de-identified), response and provenance, for show and replay.
+recommendations = Table(
+    "recommendations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("created_at", String(40), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("response", JSON, nullable=False),
+    Column("response_hash", String(64), nullable=False),
+    Column("audit_seq", Integer, nullable=False),
 )

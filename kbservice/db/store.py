@@ -13,8 +13,14 @@ from sqlalchemy import Connection, Engine, and_, func, insert, not_, or_, select
 
 from kbservice.db import lexical, migrate
 from kbservice.db.engine import write_transaction
-from kbservice.db.schema import chunks, documents, index_outbox, kb_meta, knowledge_versions
-from kbservice.errors import IndexMismatchError, KBError, UnknownDocumentError, UnknownVersionError
+from kbservice.db.schema import cases, chunks, documents, index_outbox, kb_meta, knowledge_versions
+from kbservice.errors import (
+    DuplicateIdentityError,
+    IndexMismatchError,
+    KBError,
+    UnknownDocumentError,
+    UnknownVersionError,
+)
 from kbservice.types import DocumentInfo, Hit, PreparedDocument, VersionDiff, VersionInfo
 
 if TYPE_CHECKING:
@@ -94,16 +100,25 @@ class KnowledgeStore:
     # ----- writes ---------------------------------------------------------------------------------
 
     def record_ingest(
-        self, *, prepared: Sequence[PreparedDocument], author: str, message: str, embedder_id: str
+        self,
+        *,
+        prepared: Sequence[PreparedDocument],
+        author: str,
+        message: str,
+        embedder_id: str,
+        supersede: bool = True,
     ) -> tuple[VersionInfo | None, list[str], list[str], list[str]]:
         """Writes one new version holding every changed or new document, or nothing if all are identical.
 
         Returns (version or None, added keys, superseded keys, unchanged keys). Supersession is decided
-        inside the write transaction, so a concurrent writer cannot make it act on stale state.
+        inside the write transaction, so a concurrent writer cannot make it act on stale state. With
+        `supersede=False` (cases: a submitter's id names one case forever) a live identity is an error.
         """
         with write_transaction(self.engine) as conn:
             self._check_embedder(conn, embedder_id)
             live = self._live_by_key(conn, [p.parsed.source_key for p in prepared])
+            if not supersede and live:
+                raise DuplicateIdentityError(sorted(live))
             fresh = [p for p in prepared if live.get(p.parsed.source_key, (None, None))[1] != p.content_hash]
             unchanged = [
                 p.parsed.source_key
@@ -275,6 +290,7 @@ class KnowledgeStore:
                 "effective_date": p.parsed.effective_date,
                 "url": p.parsed.url,
                 "meta": p.parsed.metadata,
+                "kind": p.parsed.kind,
                 "text": p.parsed.text,
                 "content_hash": p.content_hash,
                 "version_added": version,
@@ -286,6 +302,13 @@ class KnowledgeStore:
             .scalars()
             .all()
         )
+        case_rows = [
+            {**p.case, "document_id": doc_id, "version_added": version}
+            for doc_id, p in zip(doc_ids, prepared, strict=True)
+            if p.case is not None
+        ]
+        if case_rows:
+            conn.execute(insert(cases), case_rows)
         chunk_rows = [
             {
                 "document_id": doc_id,
@@ -360,12 +383,13 @@ class KnowledgeStore:
         with self.engine.connect() as conn:
             return conn.execute(select(kb_meta.c.value).where(kb_meta.c.key == EMBEDDER_META_KEY)).scalar()
 
-    def documents(self, *, as_of: int) -> list[DocumentInfo]:
-        """Documents valid at version `as_of`, oldest first."""
+    def documents(self, *, as_of: int, kind: str | None = "guideline") -> list[DocumentInfo]:
+        """Documents of `kind` (None: every kind) valid at version `as_of`, oldest first."""
+        query = select(documents, _chunk_count()).where(_valid_at(documents, as_of)).order_by(documents.c.id)
+        if kind is not None:
+            query = query.where(documents.c.kind == kind)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(documents, _chunk_count()).where(_valid_at(documents, as_of)).order_by(documents.c.id)
-            )
+            rows = conn.execute(query)
             return [_document_info(row) for row in rows]
 
     def document(self, document_id: int) -> DocumentInfo:
@@ -413,23 +437,22 @@ class KnowledgeStore:
             for row in rows
         }
 
-    def invalid_chunk_ids(self, version: int) -> np.ndarray:
-        """Ids of every chunk not valid at `version` (added later, or removed by then)."""
+    def invalid_chunk_ids(self, version: int, *, kind: str | None = None) -> np.ndarray:
+        """Ids of every chunk not valid at `version` (added later, or removed by then), plus, with `kind`,
+        every chunk of a document of another kind."""
+        invalid = or_(chunks.c.version_added > version, chunks.c.version_removed <= version)
+        if kind is not None:
+            other_kind = select(documents.c.id).where(documents.c.kind != kind)
+            invalid = or_(invalid, chunks.c.document_id.in_(other_kind))
         with self.engine.connect() as conn:
-            ids = (
-                conn.execute(
-                    select(chunks.c.id).where(
-                        or_(chunks.c.version_added > version, chunks.c.version_removed <= version)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            ids = conn.execute(select(chunks.c.id).where(invalid)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
-    def lexical_search(self, query: str, *, version: int, limit: int) -> list[tuple[int, float]]:
+    def lexical_search(
+        self, query: str, *, version: int, limit: int, kind: str | None = None
+    ) -> list[tuple[int, float]]:
         with self.engine.connect() as conn:
-            return lexical.lexical_search(conn, query=query, version=version, limit=limit)
+            return lexical.lexical_search(conn, query=query, version=version, limit=limit, kind=kind)
 
     def hits(self, ranked: Sequence[tuple[int, float, int | None, int | None]]) -> list[Hit]:
         """Hits for (chunk_id, score, dense_rank, lexical_rank) tuples, in the given order."""
@@ -449,6 +472,7 @@ class KnowledgeStore:
                     chunks.c.version_added,
                     documents.c.title,
                     documents.c.source,
+                    documents.c.kind,
                 )
                 .join(documents, documents.c.id == chunks.c.document_id)
                 .where(chunks.c.id.in_(ids))
@@ -460,6 +484,7 @@ class KnowledgeStore:
                 document_id=row.document_id,
                 title=row.title,
                 source=row.source,
+                kind=row.kind,
                 heading_path=tuple(row.heading_path),
                 text=row.text,
                 char_start=row.char_start,

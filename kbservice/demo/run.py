@@ -1,4 +1,4 @@
-"""`kbservice demo`: ingest the packaged demonstration guidelines, then show a few searches."""
+"""`kbservice demo`: ingest the packaged demonstration guidelines and cases, search, calibrate, recommend."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ from importlib.resources import as_file, files
 
 from rich.console import Console
 
+from kbservice.ingest.cases import ingest_cases
 from kbservice.ingest.guidelines import ingest_guidelines
 from kbservice.progress import Progress
+from kbservice.recommend.answer import fusion_for, recommend, replay
+from kbservice.recommend.calibrate import calibrate
+from kbservice.recommend.request import RecommendationRequest
 from kbservice.services import Services
 
 DEMO_SOURCE = "kbservice-demo"
@@ -54,4 +58,61 @@ def run_demo(services: Services, *, console: Console, progress: Progress, author
                 f"  {rank}. [bold]{' > '.join(hit.heading_path) or hit.title}[/bold] [dim](score {hit.score:.4f})[/dim]"
             )
             console.print(f"     {snippet[:220]}{'…' if len(snippet) > 220 else ''}")
-    console.print('\nnext: `kbservice search "your question"`, `kbservice versions`, `kbservice documents`')
+    _ingest_demo_cases(services, console=console, progress=progress, author=author)
+    _recommend(services, console=console, progress=progress, author=author)
+    console.print(
+        '\nnext: `kbservice recommend --findings "..."`, `kbservice search "your question"`, `kbservice cases`, '
+        "`kbservice audit list`, `kbservice versions`"
+    )
+
+
+DEMO_REQUEST = RecommendationRequest(
+    findings="Three days of fever, cough with green sputum and right-sided chest pain on breathing; crackles at "
+    "the right base; oxygen saturation 94%.",
+    history="Smoker.",
+    age=61,
+    sex="M",
+)
+
+
+def _ingest_demo_cases(services: Services, *, console: Console, progress: Progress, author: str) -> None:
+    if services.store.live_content_hashes(["case:demo-001"]):
+        console.print("\nstarter cases already present")
+        return
+    with as_file(files("kbservice.demo") / "cases.jsonl") as path:
+        report = ingest_cases(
+            path,
+            store=services.store,
+            embedder=services.embedder,
+            replica=services.replica,
+            settings=services.settings,
+            labeled_by="kbservice demo",
+            author=author,
+            progress=progress,
+        )
+    console.print(f"\ningested {len(report.added)} demonstration case(s) -> knowledge version {report.version}")
+
+
+def _recommend(services: Services, *, console: Console, progress: Progress, author: str) -> None:
+    if fusion_for(services, mode="rag")[1] is None:
+        console.print("calibrating diagnosis probabilities on the starter cases (leave-one-out)…")
+        report = calibrate(services, progress=progress)
+        metrics = report["metrics"]
+        console.print(
+            f"calibration {report['calibration_id']}: held-out accuracy {metrics['accuracy']:.2f}, "
+            f"ECE {metrics['ece']:.3f} on {metrics['cases']} cases"
+        )
+    console.print(f"\n[bold cyan]recommend:[/bold cyan] {DEMO_REQUEST.findings}")
+    response = recommend(services, DEMO_REQUEST, actor=author)
+    for entry in response["differential"][:3]:
+        console.print(
+            f"  {entry['probability']:6.1%}  {entry['diagnosis']}  [dim][{', '.join(entry['citations'][:5])}][/dim]"
+        )
+    if response["abstained"]:
+        console.print(f"  abstained: {response['reason']}")
+    console.print(f"  treatment: {response['treatment']['plan'] or response['treatment']['note']}")
+    result = replay(services, response["id"], actor=author)
+    console.print(
+        f"  stored as {response['id']} (knowledge v{response['provenance']['knowledge_version']}); "
+        f"replay {'reproduces it exactly' if result.identical else 'DIFFERS'}"
+    )

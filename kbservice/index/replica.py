@@ -42,7 +42,7 @@ class IndexReplica:
         self.manifest: Manifest | None = None
         self._index: FaissVectorIndex | None = None
         self._lock = threading.RLock()
-        self._excluded_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._excluded_cache: dict[tuple[int, str | None, int], np.ndarray] = {}
 
     # ----- lifecycle ------------------------------------------------------------------------------
 
@@ -148,14 +148,29 @@ class IndexReplica:
         """The newest knowledge version whose every chunk this replica has applied."""
         return self.store.version_for_outbox_seq(self.applied_seq)
 
-    def search(self, query: np.ndarray, *, k: int, version: int) -> list[tuple[int, float]]:
-        """Best-first (chunk id, cosine) among chunks valid at `version`."""
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        k: int,
+        version: int,
+        kind: str | None = None,
+        also_exclude: np.ndarray | None = None,
+    ) -> list[tuple[int, float]]:
+        """Best-first (chunk id, cosine) among chunks valid at `version` (of documents of `kind`, if given),
+        leaving out `also_exclude` (a held-out case must not find itself)."""
         with self._lock:
-            key = (version, self.applied_seq)
+            key = (version, kind, self.applied_seq)
             excluded = self._excluded_cache.get(key)
             if excluded is None:
-                excluded = self.store.invalid_chunk_ids(version)
-                self._excluded_cache = {key: excluded}
+                excluded = self.store.invalid_chunk_ids(version, kind=kind)
+                # A request asks for guidelines and for cases: keep both, drop entries of older seqs.
+                self._excluded_cache = {
+                    old: ids for old, ids in self._excluded_cache.items() if old[2] == self.applied_seq
+                }
+                self._excluded_cache[key] = excluded
+            if also_exclude is not None and len(also_exclude):
+                excluded = np.union1d(excluded, np.asarray(also_exclude, dtype=np.int64))
             return self.index.search(query, k=k, exclude_ids=excluded)
 
     def verify(self) -> IndexHealth:

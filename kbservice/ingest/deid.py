@@ -82,8 +82,23 @@ _CLINICAL_NOUN_AFTER = re.compile(
     re.I,
 )
 # Inside these sections a capitalised word is a drug or an allergen far more often than a person.
-_MEDICATION_SECTION = re.compile(r"[A-Z /&-]*(?:MEDICATION|ALLERG|DRUG|PRESCRI)[A-Z /&-]*:")
-_ANY_SECTION = re.compile(r"\b[A-Z][A-Z /&-]{3,}:")
+# Headers are upper case ("ALLERGIES:") or title case ("Allergies:"), as transcription styles vary.
+_MEDICATION_SECTION = re.compile(r"[A-Za-z /&-]*(?:MEDICATION|ALLERG|DRUG|PRESCRI)[A-Za-z /&-]*:", re.I)
+_ANY_SECTION = re.compile(r"\b(?:[A-Z][A-Z /&-]{3,}|[A-Z][a-z]{3,}(?: [A-Z]?[a-z]+){0,2}):")
+# Body parts, organs and common laboratory analytes: never a person or a place, whatever the model says.
+_CLINICAL_VOCABULARY = (
+    "abdomen abdominal ankle aorta aortic arm artery back bladder blood bone bowel brain breast cardiac "
+    "cervical chest colon cranial ear elbow esophagus eye femur foot gallbladder hand head heart hip "
+    "intestine joint kidney knee leg liver lumbar lung lungs lymph mouth muscle neck nose ovary pancreas "
+    "pelvis prostate rectum renal rib sacral shoulder sinus skin skull spine spleen stomach testis "
+    "thoracic throat thyroid tibia tongue uterus vein wrist "
+    "albumin bilirubin bun calcium chloride cholesterol creatinine glucose hematocrit hemoglobin hgb hct "
+    "inr lipase magnesium phosphorus platelets potassium sodium troponin wbc rbc"
+)
+_CLINICAL_WORDS = frozenset(_CLINICAL_VOCABULARY.split())
+# A capitalised word inside a comma-separated run of laboratory values ("BUN 8.5, Glucose 187,").
+_LAB_RUN_BEFORE = re.compile(r"\d(?:\.\d+)?,\s*$")
+_LAB_VALUE_AFTER = re.compile(r"^\s+\d+(?:\.\d+)?\s*(?:,|\.|$)")
 # A word like these right before a span makes it a person, whatever else surrounds it.
 _NAME_CUE = re.compile(
     r"(?:name|Dr|Mr|Mrs|Ms|Miss|Prof|daughter|son|wife|husband|mother|father|sister|brother|patient)\.?[,:]?\s*$",
@@ -93,10 +108,16 @@ _DRUG_BEFORE = re.compile(r"\d+(?:\.\d+)?\s?(?:mg|mcg|g|mL|ml|units?)\s+(?:of\s+
 
 
 def _looks_clinical(text: str, start: int, end: int) -> bool:
-    """True when a span the language model took for a name or place reads like a medication."""
+    """True when a span the language model took for a name or place reads like a medication, a body part
+    or a laboratory value."""
     piece = text[start:end]
     if _NAME_CUE.search(text[max(0, start - 20) : start]):
         return False
+    words = re.findall(r"[A-Za-z]+", piece.lower())
+    if words and all(word in _CLINICAL_WORDS for word in words):
+        return True
+    if _LAB_RUN_BEFORE.search(text[max(0, start - 12) : start]) and _LAB_VALUE_AFTER.match(text[end : end + 12]):
+        return True
     return (
         any(ch.isdigit() for ch in piece)
         or piece[:1].islower()

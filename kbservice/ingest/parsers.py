@@ -81,6 +81,7 @@ def parse_file(path: Path, *, key: str, source: str | None, max_bytes: int) -> l
             publisher=citation.get("publisher"),
             effective_date=citation.get("effective_date"),
             url=citation.get("url"),
+            metadata={"conditions": citation["conditions"]} if citation.get("conditions") else {},
         )
     ]
 
@@ -110,11 +111,13 @@ def _first_line(text: str) -> str:
 Citation = dict[str, str]
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.DOTALL)
 CITATION_KEYS = ("title", "publisher", "effective_date", "url")
+# Front-matter keys naming the conditions a guideline covers: they join the candidate diagnoses.
+CONDITION_KEYS = ("condition", "conditions")
 
 
 def _read_markdown(data: bytes) -> tuple[str, str | None, Citation]:
     """Markdown with optional front matter (`---` lines around `key: value` pairs for title, publisher,
-    effective_date, url)."""
+    effective_date, url, and `conditions`: the comma-separated conditions the guideline covers)."""
     text = _decode(data)
     citation: Citation = {}
     front = _FRONT_MATTER.match(text)
@@ -124,6 +127,8 @@ def _read_markdown(data: bytes) -> tuple[str, str | None, Citation]:
             key = key.strip().lower().replace("-", "_")
             if key in CITATION_KEYS and value.strip():
                 citation[key] = value.strip().strip("\"'")
+            elif key in CONDITION_KEYS and value.strip():
+                citation["conditions"] = value.strip().strip("\"'")
         text = text[front.end() :]
     match = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
     return text, match.group(1).strip() if match else None, citation

@@ -7,7 +7,13 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from kbservice.llm.model_files import BaseModel
-from kbservice.llm.scoring import ContinuationScore, score_continuations
+from kbservice.llm.scoring import (
+    ContinuationScore,
+    PrefixCache,
+    encode_prefix,
+    score_continuations,
+    score_continuations_naive,
+)
 
 
 class TransformersGenerator:
@@ -25,6 +31,7 @@ class TransformersGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         self.model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32).to(device).eval()
         self._lock = threading.Lock()  # one forward at a time: the model is shared by request threads
+        self._head: tuple[str, PrefixCache] | None = None  # the static prompt head's cache, reused
 
     def chat_prompt(self, user_message: str, *, system: str | None = None) -> str:
         """`user_message` in the model's chat template, ending where the assistant's answer begins."""
@@ -71,14 +78,28 @@ class TransformersGenerator:
         yield from streamer
         worker.join()
 
-    def score_candidates(self, prompt: str, candidates: Sequence[str]) -> list[ContinuationScore]:
-        """log P(candidate | prompt) for each candidate, all in one batched pass over the prompt's cache."""
+    def score_candidates(
+        self, prompt: str, candidates: Sequence[str], *, static_head: str | None = None
+    ) -> list[ContinuationScore]:
+        """log P(candidate | prompt) for each candidate, in one pass over the prompt and one over all the
+        candidates. `static_head`, a start that many prompts share, is run once and its cache kept."""
         prompt_ids = self._encode(prompt).input_ids[0].tolist()
         continuations = [self.tokenizer(" " + c.strip(), add_special_tokens=False).input_ids for c in candidates]
         with self._lock:
-            return score_continuations(
-                self.model, prompt_ids=prompt_ids, continuations=continuations, pad_id=self._pad_id()
-            )
+            head = self._head_cache(static_head) if static_head and prompt.startswith(static_head) else None
+            return score_continuations(self.model, prompt_ids=prompt_ids, continuations=continuations, head=head)
+
+    def _head_cache(self, text: str) -> PrefixCache:
+        if self._head is None or self._head[0] != text:
+            self._head = (text, encode_prefix(self.model, self._encode(text).input_ids[0].tolist()))
+        return self._head[1]
+
+    def score_candidates_naive(self, prompt: str, candidates: Sequence[str]) -> list[ContinuationScore]:
+        """The same scores with one full forward per candidate (benchmark baseline only)."""
+        prompt_ids = self._encode(prompt).input_ids[0].tolist()
+        continuations = [self.tokenizer(" " + c.strip(), add_special_tokens=False).input_ids for c in candidates]
+        with self._lock:
+            return score_continuations_naive(self.model, prompt_ids=prompt_ids, continuations=continuations)
 
     def _pad_id(self) -> int:
         return int(

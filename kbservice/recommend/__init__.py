@@ -1,0 +1,1 @@
+"""Recommendations: retrieval-augmented differential diagnosis, treatment plans, calibration, replay."""

@@ -1,0 +1,154 @@
+"""Fitting the fusion weights (the calibration) on held-out labelled cases of the knowledge base.
+
+Each sampled case is answered as a new patient with itself left out of retrieval (leave-one-out), so the
+weights learn how far similar-case evidence and the model can be trusted on cases they have not seen.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kbservice.errors import KBError
+from kbservice.progress import NoProgress, Progress
+from kbservice.recommend import evidence
+from kbservice.recommend.fusion import Fusion, expected_calibration_error, fit_fusion
+from kbservice.recommend.pipeline import Features, Recommender
+from kbservice.recommend.prompts import PROMPT_VERSION
+from kbservice.recommend.request import Mode, RecommendationRequest
+from kbservice.types import CaseRecord
+
+if TYPE_CHECKING:
+    from kbservice.services import Services
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled case's features and the indices of its true labels among the candidates."""
+
+    case: CaseRecord | None  # None for a test case that is not in the store
+    features: Features
+    truth: list[int]
+
+
+def case_request(case: CaseRecord, *, version: int | None, mode: Mode) -> RecommendationRequest:
+    return RecommendationRequest(
+        findings=case.findings, history=case.history, age=case.age, sex=case.sex, as_of=version, mode=mode
+    )
+
+
+def truth_indices(candidates: Sequence[str], labels: Sequence[str]) -> list[int]:
+    wanted = {evidence.candidate_key(label) for label in labels}
+    return [i for i, c in enumerate(candidates) if evidence.candidate_key(c) in wanted]
+
+
+def collect_examples(
+    recommender: Recommender,
+    cases: Sequence[CaseRecord],
+    *,
+    version: int,
+    mode: Mode,
+    leave_one_out: bool,
+    advance: Callable[[int], None] = lambda n: None,
+) -> list[Example]:
+    examples = []
+    for case in cases:
+        features = recommender.features(
+            case_request(case, version=version, mode=mode),
+            exclude_chunk_ids=[case.chunk_id] if leave_one_out else (),
+        )
+        examples.append(Example(case=case, features=features, truth=truth_indices(features.candidates, case.diagnosis)))
+        advance(1)
+    return examples
+
+
+def fit(examples: Sequence[Example], *, names: Sequence[str] | None = None) -> Fusion:
+    """Weights for the named features (default: all) fitted on `examples`; other features get weight 0."""
+    all_names = examples[0].features.names
+    use = list(names or all_names)
+    columns = [all_names.index(n) for n in use]
+    fusion = fit_fusion([e.features.matrix[:, columns] for e in examples], [e.truth for e in examples], use)
+    return Fusion(weights={name: fusion.weights.get(name, 0.0) for name in all_names})
+
+
+def score(fusion: Fusion, examples: Sequence[Example]) -> dict[str, float]:
+    """Accuracy, negative log-likelihood and expected calibration error of `fusion` on `examples`."""
+    confidences, correct, nll = [], [], []
+    for example in examples:
+        p = fusion.probabilities(example.features.matrix, example.features.names)
+        top = int(np.argmax(p))
+        confidences.append(float(p[top]))
+        correct.append(top in example.truth)
+        nll.append(-float(np.log(max(p[example.truth].sum(), 1e-12))) if example.truth else 0.0)
+    return {
+        "accuracy": float(np.mean(correct)),
+        "nll": float(np.mean(nll)),
+        "ece": expected_calibration_error(confidences, correct),
+    }
+
+
+def calibrate(
+    services: Services,
+    *,
+    mode: Mode = "rag",
+    sample: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fits and stores a calibration for the configured model (no adapter) and prompt version, from up to
+    `sample` labelled cases of the newest served knowledge version. Returns its report."""
+    report, _ = calibrate_examples(services, mode=mode, sample=sample, seed=seed, progress=progress)
+    return report
+
+
+def calibrate_examples(
+    services: Services,
+    *,
+    mode: Mode = "rag",
+    sample: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], list[Example]]:
+    """`calibrate`, also returning the held-out examples it was fitted on (evaluation reuses them)."""
+    recommender = services.recommender
+    version = services.retriever.resolve_version(None)
+    if version is None:
+        raise KBError("the knowledge base is empty; ingest labelled cases before calibrating")
+    cases = [c for c in services.case_store.cases(as_of=version) if c.diagnosis]
+    if len(cases) < 10:
+        raise KBError(f"calibration needs at least 10 labelled cases; knowledge version {version} has {len(cases)}")
+    size = min(sample or services.settings.recommend.calibration_cases, len(cases))
+    chosen = sorted(random.Random(seed).sample(cases, size), key=lambda c: c.case_id)
+    with (progress or NoProgress()).task("Calibrating on held-out cases", total=len(chosen)) as advance:
+        examples = collect_examples(
+            recommender, chosen, version=version, mode=mode, leave_one_out=True, advance=advance
+        )
+    fusion = fit(examples)
+    metrics = score(fusion, examples) | {"cases": len(examples)}
+    calibration_id = services.recommendations.save_calibration(
+        base_model_sha256=services.generator.model_sha256,
+        adapter_version=None,
+        prompt_version=PROMPT_VERSION,
+        mode=mode,
+        knowledge_version=version,
+        weights=fusion.weights,
+        metrics=metrics,
+        case_ids=[c.case_id for c in chosen],
+    )
+    services.audit.record(
+        "calibration",
+        actor="kbservice",
+        payload={"calibration_id": calibration_id, "mode": mode, "knowledge_version": version, "metrics": metrics},
+    )
+    report = {
+        "calibration_id": calibration_id,
+        "mode": mode,
+        "knowledge_version": version,
+        "weights": fusion.weights,
+        "metrics": metrics,
+    }
+    return report, examples

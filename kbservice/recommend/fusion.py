@@ -1,0 +1,114 @@
+"""Evidence fusion and calibration: a conditional-logit over per-candidate features.
+
+P(candidate) = softmax(w . features(candidate)) over the candidate set. With a single feature (the language
+model's log-likelihood) this is exactly temperature scaling (w = 1/T); with several it also learns how much
+to trust similar-case evidence against the model. Weights are fitted by maximum likelihood on held-out
+labelled cases, so the probabilities are calibrated on data the retrieval did not see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+_L2 = 1e-3  # keeps the fit finite when a feature separates the held-out cases perfectly
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Named feature weights; unknown or missing features count as 0."""
+
+    weights: dict[str, float]
+
+    def probabilities(self, features: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """Softmax over candidates (rows of `features`, columns named by `names`)."""
+        w = np.array([self.weights.get(name, 0.0) for name in names])
+        return softmax(features @ w)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def _objective(w: np.ndarray, features: Sequence[np.ndarray], truths: Sequence[list[int]]) -> float:
+    total = _L2 * float(w @ w)
+    for x, truth in zip(features, truths, strict=True):
+        log_p = _log_softmax(x @ w)[truth]
+        total -= float(log_p.max() + np.log(np.exp(log_p - log_p.max()).sum())) / len(features)
+    return total
+
+
+def fit_fusion(
+    features: Sequence[np.ndarray], truths: Sequence[Sequence[int]], names: Sequence[str], *, iterations: int = 100
+) -> Fusion:
+    """Maximum-likelihood weights: each example is (candidates x features, indices of its true labels).
+
+    The likelihood of an example is the probability mass on its true labels; examples whose labels are not
+    among the candidates carry no information and are skipped. Newton's method with a backtracking line
+    search, in log space: a handful of parameters, and a near-duplicate case can push probabilities to 0.
+    """
+    kept = [(x, list(t)) for x, t in zip(features, truths, strict=True) if len(t)]
+    if not kept:
+        raise ValueError("no example has a true label among its candidates")
+    xs, ts = [x for x, _ in kept], [t for _, t in kept]
+    dims, n = len(names), len(kept)
+    w = np.zeros(dims)
+    loss = _objective(w, xs, ts)
+    for _ in range(iterations):
+        grad = 2 * _L2 * w
+        hess = 2 * _L2 * np.eye(dims)
+        for x, truth in zip(xs, ts, strict=True):
+            log_p = _log_softmax(x @ w)
+            p = np.exp(log_p)
+            q = np.zeros_like(p)
+            q[truth] = np.exp(log_p[truth] - log_p[truth].max())
+            q /= q.sum()  # posterior over the true labels
+            mean_p, mean_q = p @ x, q @ x
+            grad -= (mean_q - mean_p) / n
+            hess += ((x * p[:, None]).T @ x - np.outer(mean_p, mean_p)) / n
+            hess -= ((x * q[:, None]).T @ x - np.outer(mean_q, mean_q)) / n
+        try:
+            step = np.linalg.solve(hess + 1e-9 * np.eye(dims), grad)
+        except np.linalg.LinAlgError:
+            step = grad
+        if grad @ step <= 0:  # not a descent direction (the multi-label term can break convexity)
+            step = grad
+        scale = 1.0
+        while scale > 1e-6:
+            candidate = w - scale * step
+            candidate_loss = _objective(candidate, xs, ts)
+            if candidate_loss <= loss - 1e-4 * scale * float(grad @ step):
+                break
+            scale /= 2
+        else:
+            break
+        converged = loss - candidate_loss < 1e-9
+        w, loss = candidate, candidate_loss
+        if converged:
+            break
+    return Fusion(weights={name: float(value) for name, value in zip(names, w, strict=True)})
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], *, bins: int = 10) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    conf = np.asarray(confidences, dtype=float)
+    hit = np.asarray(correct, dtype=float)
+    if not len(conf):
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += abs(hit[members].mean() - conf[members].mean()) * members.sum()
+    return float(total / len(conf))

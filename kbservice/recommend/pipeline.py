@@ -1,0 +1,261 @@
+"""The RAG pipeline: retrieve -> prompt -> score candidates -> fuse and calibrate -> plan treatment -> cite.
+
+`Recommender.answer` answers one cleaned request with the response dictionary that the CLI prints and the
+audit stores; `Recommender.features` is the part shared with calibration, evaluation and the benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from kbservice.config import RecommendSettings
+from kbservice.db.case_store import CaseStore
+from kbservice.errors import KBError
+from kbservice.llm.protocols import Generator
+from kbservice.recommend import evidence
+from kbservice.recommend.fusion import Fusion
+from kbservice.recommend.prompts import (
+    DIAGNOSIS_ANSWER_PREFIX,
+    PROMPT_VERSION,
+    SYSTEM,
+    PromptSource,
+    diagnosis_message,
+    render_patient,
+    static_head,
+)
+from kbservice.recommend.request import Mode, RecommendationRequest, clean_request
+from kbservice.recommend.sources import RetrievalRecord, Source, number_sources, treatment_sources
+from kbservice.recommend.treatment import TreatmentPlan, TreatmentPlanner
+from kbservice.retrieve import Retriever
+
+DIFFERENTIAL_SIZE = 5
+
+
+@dataclass(frozen=True)
+class Features:
+    """Everything the fusion needs for one request: candidates x feature columns, plus what produced it."""
+
+    version: int
+    candidates: list[str]
+    names: list[str]
+    matrix: np.ndarray
+    sources: list[Source]
+    prompt: str
+    timings: dict[str, float]
+    retrieval: RetrievalRecord
+
+
+class Recommender:
+    def __init__(
+        self,
+        *,
+        retriever: Retriever,
+        case_store: CaseStore,
+        generator: Generator,
+        settings: RecommendSettings,
+        max_chars: int,
+    ) -> None:
+        self.retriever = retriever
+        self.case_store = case_store
+        self.generator = generator
+        self.settings = settings
+        self.max_chars = max_chars
+        self.planner = TreatmentPlanner(generator=generator, settings=settings)
+        self._static_head = static_head(generator.chat_prompt, SYSTEM)
+
+    # ----- request checks ---------------------------------------------------------------------------
+
+    def clean_request(self, request: RecommendationRequest) -> RecommendationRequest:
+        """The request validated and de-identified: identifiers never reach the prompt or the audit."""
+        return clean_request(request, max_chars=self.max_chars)
+
+    # ----- features ---------------------------------------------------------------------------------
+
+    def features(
+        self,
+        request: RecommendationRequest,
+        *,
+        exclude_chunk_ids: Sequence[int] = (),
+        recorded: RetrievalRecord | None = None,
+    ) -> Features:
+        """Retrieves at the request's version (or takes the `recorded` retrieval, for replay) and computes
+        every candidate's evidence and model scores."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        version = self.retriever.resolve_version(request.as_of)
+        if version is None:
+            raise KBError("the knowledge base is empty; ingest guidelines and cases first")
+        candidates = self.case_store.labels(as_of=version)
+        if not candidates:
+            raise KBError(
+                f"knowledge version {version} names no diagnoses: ingest labelled cases, or guidelines "
+                "with `conditions:` in their front matter"
+            )
+        sources: list[Source] = []
+        case_matrix = np.zeros((len(candidates), len(evidence.CASE_FEATURES)))
+        prompt_sources: list[PromptSource] = []
+        retrieval = recorded or RetrievalRecord()
+        if request.mode == "rag":
+            if recorded is None:
+                retrieval = self.retrieve(request, version=version, exclude_chunk_ids=exclude_chunk_ids)
+            guideline_hits = self.retriever.store.hits([tuple(row) for row in retrieval.guideline])
+            dense = [(int(cid), float(score)) for cid, score in retrieval.dense]
+            lexical = [(int(cid), float(score)) for cid, score in retrieval.lexical]
+            cases_by_chunk = self.case_store.by_chunk_ids([cid for cid, _ in dense] + [cid for cid, _ in lexical])
+            case_matrix = evidence.case_features(
+                candidates, dense=dense, lexical=lexical, cases_by_chunk=cases_by_chunk
+            )
+            sources = number_sources(
+                guideline_hits, dense, lexical, cases_by_chunk, rrf_k=self.retriever.settings.rrf_k
+            )
+            prompt_sources = [s.prompt_view() for s in sources if s.kind == "guideline"] + [
+                s.prompt_view() for s in sources if s.kind == "case"
+            ][: self.settings.similar_cases]
+        timings["retrieve_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        patient = render_patient(request.findings, history=request.history, age=request.age, sex=request.sex)
+        message = diagnosis_message(
+            patient,
+            prompt_sources,
+            guideline_chars=self.settings.prompt_guideline_chars,
+            case_chars=self.settings.prompt_case_chars,
+        )
+        prompt = self.generator.chat_prompt(message, system=SYSTEM) + DIAGNOSIS_ANSWER_PREFIX
+        scores = self.generator.score_candidates(prompt, candidates, static_head=self._static_head)
+        llm_matrix = evidence.llm_features([s.mean_logprob for s in scores], [s.total_logprob for s in scores])
+        timings["score_s"] = time.perf_counter() - started
+        return Features(
+            version=version,
+            candidates=candidates,
+            names=[*evidence.CASE_FEATURES, *evidence.LLM_FEATURES],
+            matrix=np.hstack([case_matrix, llm_matrix]),
+            sources=sources,
+            prompt=prompt,
+            timings=timings,
+            retrieval=retrieval,
+        )
+
+    def retrieve(
+        self, request: RecommendationRequest, *, version: int, exclude_chunk_ids: Sequence[int]
+    ) -> RetrievalRecord:
+        """Guideline passages (hybrid) and similar cases (each ranker unfused) for a cleaned request."""
+        query = request.findings + (f"\n{request.history}" if request.history else "")
+        guideline_hits = self.retriever.search(
+            query, k=max(self.settings.guideline_passages, 1), as_of=version, kind="guideline"
+        ).hits[: self.settings.guideline_passages]
+        dense, lexical = self.retriever.rankings(
+            query,
+            version=version,
+            depth=self.settings.evidence_depth,
+            kind="case",
+            exclude_chunk_ids=exclude_chunk_ids,
+        )
+        return RetrievalRecord(
+            guideline=[[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in guideline_hits],
+            dense=[[cid, score] for cid, score in dense],
+            lexical=[[cid, score] for cid, score in lexical],
+        )
+
+    # ----- the whole answer -------------------------------------------------------------------------
+
+    def answer(
+        self,
+        request: RecommendationRequest,
+        *,
+        fusion: Fusion,
+        calibration_id: int | None,
+        index_build: str,
+        with_treatment: bool = True,
+        created_at: str | None = None,
+        recommendation_id: str | None = None,
+        recorded: RetrievalRecord | None = None,
+    ) -> tuple[dict[str, Any], RetrievalRecord]:
+        """The response for an already cleaned request (see `clean_request`), not yet stored, and the
+        retrieval it came from (`recorded`: recompute from that retrieval instead of searching)."""
+        started = time.perf_counter()
+        feats = self.features(request, recorded=recorded)
+        differential, reason = self.decide(feats, fusion, mode=request.mode)
+        top = differential[0]
+        treatment: dict[str, Any] = {"plan": "", "citations": [], "sentences": [], "note": None}
+        timings = dict(feats.timings)
+        if with_treatment and reason is None and request.mode == "rag":
+            stage = time.perf_counter()
+            treatment = self.plan_treatment(
+                top["diagnosis"], version=feats.version, sources=feats.sources, retrieval=feats.retrieval
+            ).to_json()
+            timings["treatment_s"] = time.perf_counter() - stage
+        elif reason is not None:
+            treatment["note"] = "no treatment plan: the recommendation abstained"
+        elif request.mode == "no-rag":
+            treatment["note"] = "no treatment plan without retrieval (no-rag mode)"
+        timings["total_s"] = time.perf_counter() - started
+        created_at = created_at or datetime.now(UTC).isoformat()
+        return {
+            "id": recommendation_id or f"rec-{uuid.uuid4().hex[:16]}",
+            "differential": differential,
+            "abstained": reason is not None,
+            "reason": reason,
+            "treatment": treatment,
+            "sources": [s.to_json() for s in feats.sources],
+            "provenance": {
+                "knowledge_version": feats.version,
+                "index_build": index_build,
+                "base_model": self.generator.model_name,
+                "base_model_sha256": self.generator.model_sha256,
+                "adapter_version": None,
+                "prompt_version": PROMPT_VERSION,
+                "calibration_id": calibration_id,
+                "mode": request.mode,
+                "candidates": len(feats.candidates),
+                "created_at": created_at,
+            },
+            "timings": {k: round(v, 4) for k, v in timings.items()},
+        }, feats.retrieval
+
+    def decide(self, feats: Features, fusion: Fusion, *, mode: Mode) -> tuple[list[dict[str, Any]], str | None]:
+        """The differential (top candidates by fused probability, each with the sources supporting it) and
+        the reason to abstain, or None."""
+        probabilities = fusion.probabilities(feats.matrix, feats.names)
+        order = np.argsort(-probabilities, kind="stable")
+        differential = [
+            {
+                "diagnosis": feats.candidates[i],
+                "probability": round(float(probabilities[i]), 6),
+                "citations": [s.id for s in feats.sources if s.supports(feats.candidates[i])],
+            }
+            for i in order[:DIFFERENTIAL_SIZE]
+        ]
+        top = differential[0]
+        if top["probability"] < self.settings.abstain_below:
+            return differential, (
+                f"the top diagnosis ({top['diagnosis']}) has probability {top['probability']:.2f}, below the "
+                f"abstention threshold {self.settings.abstain_below:.2f}"
+            )
+        if mode == "rag" and not top["citations"]:
+            return (
+                differential,
+                f"no retrieved guideline passage or case supports the top diagnosis ({top['diagnosis']})",
+            )
+        return differential, None
+
+    def plan_treatment(
+        self, diagnosis: str, *, version: int, sources: list[Source], retrieval: RetrievalRecord | None = None
+    ) -> TreatmentPlan:
+        """A cited plan for `diagnosis` from guideline passages about treating it (retrieved at `version`,
+        or taken from `retrieval.treatment` when recorded; appended to `sources`, numbered on) and the
+        treatments recorded on similar cases in `sources`."""
+        retrieval = retrieval or RetrievalRecord()
+        if retrieval.treatment is None:
+            query = f"treatment and management of {diagnosis}"
+            hits = self.retriever.search(query, k=8, as_of=version, kind="guideline").hits
+            retrieval.treatment = [[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in hits]
+        hits = self.retriever.store.hits([tuple(row) for row in retrieval.treatment])
+        chosen = treatment_sources(diagnosis, hits, sources)
+        return self.planner.plan(diagnosis, [s.treatment_view() for s in chosen], allowed_ids={s.id for s in sources})

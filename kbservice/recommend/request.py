@@ -1,0 +1,78 @@
+"""A recommendation request: its fields, and the checks and de-identification it passes before use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kbservice.errors import InvalidRequestError, UnknownAdapterError
+from kbservice.ingest import deid
+
+Mode = Literal["rag", "no-rag"]
+
+
+@dataclass(frozen=True)
+class RecommendationRequest:
+    findings: str
+    history: str | None = None
+    age: int | str | None = None
+    sex: str | None = None
+    as_of: int | None = None
+    adapter: str | None = None  # None: the champion adapter; "none": the base model alone
+    mode: Mode = "rag"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def clean_request(request: RecommendationRequest, *, max_chars: int) -> RecommendationRequest:
+    """The request validated and de-identified: identifiers never reach the prompt or the audit."""
+    if not isinstance(request.findings, str) or not request.findings.strip():
+        raise InvalidRequestError("findings are empty; describe the patient's findings")
+    for name in ("findings", "history"):
+        value = getattr(request, name)
+        if value is not None and not _is_utf8(value):
+            raise InvalidRequestError(f"{name} is not valid UTF-8 text")
+        if value is not None and len(value) > max_chars:
+            raise InvalidRequestError(
+                f"{name} is {len(value):,} characters; the limit is {max_chars:,} (ingest.max_case_field_chars)"
+            )
+    if request.sex is not None and request.sex not in ("F", "M"):
+        raise InvalidRequestError(f"sex must be F or M, not {request.sex!r}")
+    age = request.age
+    if isinstance(age, str) and age.strip().isdigit():
+        age = int(age)
+    if age is not None:
+        if not isinstance(age, int) or not 0 <= age <= 130:
+            if age != "90+":
+                raise InvalidRequestError(f"age must be a whole number between 0 and 130, not {age!r}")
+        elif age > 89:
+            age = "90+"
+    check_adapter(request.adapter)
+    return RecommendationRequest(
+        findings=deid.scrub(request.findings.strip()).text,
+        history=deid.scrub(request.history.strip()).text if request.history and request.history.strip() else None,
+        age=age,
+        sex=request.sex,
+        as_of=request.as_of,
+        adapter=request.adapter,
+        mode=request.mode,
+    )
+
+
+def check_adapter(adapter: str | None) -> None:
+    """No adapter has been trained yet (the learning loop adds them): only the base model exists."""
+    if adapter not in (None, "none"):
+        raise UnknownAdapterError(
+            f"adapter version {adapter!r} does not exist (no adapters are registered); "
+            "use --adapter none for the base model"
+        )
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding undecodable bytes (command-line arguments carry them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,107 @@
+"""Treatment plan: one cited sentence per treatment source, generated from that source alone.
+
+Writing each sentence from a single fenced source makes its citation true by construction. A generated
+sentence that is not grounded in its source (most of its content words absent from it) is replaced by
+the source's own most treatment-bearing sentence, and the plan says which sentences were extracted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kbservice.config import RecommendSettings
+from kbservice.llm.protocols import Generator
+from kbservice.recommend.citations import (
+    first_sentence,
+    is_grounded,
+    remove_citation_markers,
+    strip_unknown_citations,
+)
+from kbservice.recommend.prompts import TREATMENT_SYSTEM, PromptSource, treatment_message
+
+_TREATMENT_CUES = re.compile(
+    r"\b(treat\w*|therap\w*|first[- ]line|manage\w*|prescri\w*|dose|mg|give|start|offer|recommend\w*|"
+    r"antibiotic\w*|inhal\w*|drug\w*|medication\w*|surgery|surgical)\b",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class PlanSentence:
+    text: str
+    citations: list[str]
+    method: str  # "generated" or "extracted"
+
+
+@dataclass(frozen=True)
+class TreatmentPlan:
+    diagnosis: str | None
+    sentences: list[PlanSentence] = field(default_factory=list)
+    note: str | None = None
+    stripped_citations: list[str] = field(default_factory=list)
+
+    @property
+    def plan(self) -> str:
+        return " ".join(f"{s.text} [{', '.join(s.citations)}]" for s in self.sentences)
+
+    @property
+    def citations(self) -> list[str]:
+        return list(dict.fromkeys(c for s in self.sentences for c in s.citations))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "diagnosis": self.diagnosis,
+            "plan": self.plan,
+            "citations": self.citations,
+            "sentences": [asdict(s) for s in self.sentences],
+            "note": self.note,
+        }
+
+
+class TreatmentPlanner:
+    def __init__(self, *, generator: Generator, settings: RecommendSettings) -> None:
+        self.generator = generator
+        self.settings = settings
+
+    def plan(self, diagnosis: str, sources: list[PromptSource], *, allowed_ids: set[str]) -> TreatmentPlan:
+        """A plan for `diagnosis` from `sources` (guideline treatment passages first, then the treatments
+        of similar cases). Deterministic: greedy decoding."""
+        if not sources:
+            return TreatmentPlan(diagnosis=diagnosis, note="no retrieved source describes a treatment")
+        sentences: list[PlanSentence] = []
+        stripped: list[str] = []
+        for source in sources[: self.settings.treatment_sources]:
+            prompt = self.generator.chat_prompt(
+                treatment_message(diagnosis, source, passage_chars=self.settings.passage_chars),
+                system=TREATMENT_SYSTEM,
+            )
+            raw = self.generator.generate(prompt, max_new_tokens=self.settings.treatment_max_new_tokens)
+            text, removed = strip_unknown_citations(first_sentence(raw), allowed_ids)
+            stripped.extend(removed)
+            # Any marker the model wrote is replaced by the true one: the sentence came from this source.
+            text = remove_citation_markers(text)
+            method = "generated"
+            if not is_grounded(text, source.text, ignore=diagnosis):
+                text, method = extract_treatment_sentence(source.text, diagnosis), "extracted"
+            if text and all(text != s.text for s in sentences):
+                sentences.append(PlanSentence(text=text, citations=[source.id], method=method))
+        return TreatmentPlan(diagnosis=diagnosis, sentences=sentences, stripped_citations=stripped)
+
+
+def extract_treatment_sentence(text: str, diagnosis: str) -> str:
+    """The source sentence with the most treatment cues (ties: mentions the diagnosis, then earliest)."""
+    candidates = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.strip()) > 15]
+    if not candidates:
+        return ""
+    words = {w for w in re.findall(r"[a-z]{4,}", diagnosis.lower())}
+
+    def score(item: tuple[int, str]) -> tuple[int, int, int]:
+        position, sentence = item
+        lowered = sentence.lower()
+        return (len(_TREATMENT_CUES.findall(sentence)), sum(w in lowered for w in words), -position)
+
+    best = max(enumerate(candidates), key=score)[1]
+    best = best.lstrip("-•* ").strip()
+    return best if best.endswith((".", "!", "?")) else best + "."

@@ -1,0 +1,64 @@
+"""Fusion weights fitted by maximum likelihood recover a known temperature and give calibrated output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kbservice.recommend.fusion import Fusion, expected_calibration_error, fit_fusion, softmax
+
+
+def synthetic(rng: np.random.Generator, *, n: int, weights: np.ndarray, candidates: int = 6):  # type: ignore[no-untyped-def]
+    """Examples whose true label is drawn from softmax(features @ weights): the fit should find `weights`."""
+    features, truths = [], []
+    for _ in range(n):
+        x = rng.normal(size=(candidates, len(weights)))
+        truths.append([int(rng.choice(candidates, p=softmax(x @ weights)))])
+        features.append(x)
+    return features, truths
+
+
+def test_recovers_the_generating_weights() -> None:
+    rng = np.random.default_rng(0)
+    true_weights = np.array([2.0, -0.5, 0.0])
+    features, truths = synthetic(rng, n=3000, weights=true_weights)
+    fusion = fit_fusion(features, truths, ["a", "b", "c"])
+    assert [fusion.weights[k] for k in "abc"] == pytest.approx(true_weights.tolist(), abs=0.15)
+
+
+def test_single_feature_is_temperature_scaling_and_calibrates() -> None:
+    rng = np.random.default_rng(1)
+    features, truths = synthetic(rng, n=3000, weights=np.array([0.5]))  # an over-confident score at weight 1
+    overconfident = Fusion(weights={"llm": 1.0})
+    fitted = fit_fusion(features, truths, ["llm"])
+    assert fitted.weights["llm"] == pytest.approx(0.5, abs=0.08)
+
+    def ece(fusion: Fusion) -> float:
+        probabilities = [fusion.probabilities(x, ["llm"]) for x in features]
+        confidences = [float(p.max()) for p in probabilities]
+        correct = [int(np.argmax(p)) in t for p, t in zip(probabilities, truths, strict=True)]
+        return expected_calibration_error(confidences, correct)
+
+    assert ece(fitted) < 0.03 < ece(overconfident)
+
+
+def test_separable_data_and_missing_labels_stay_finite() -> None:
+    x = np.array([[5.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    fusion = fit_fusion([x, x, x], [[0], [0], []], ["best", "other"])
+    assert all(np.isfinite(list(fusion.weights.values())))
+    assert fusion.weights["best"] > 0
+    with pytest.raises(ValueError, match="no example"):
+        fit_fusion([x], [[]], ["best", "other"])
+
+
+def test_probabilities_sum_to_one_and_unknown_features_count_zero() -> None:
+    fusion = Fusion(weights={"a": 1.0, "gone": 3.0})
+    p = fusion.probabilities(np.array([[1.0, 9.0], [2.0, -9.0]]), ["a", "new"])
+    assert p.sum() == pytest.approx(1.0)
+    assert p[1] > p[0]  # only "a" counts; "new" has no weight
+
+
+def test_expected_calibration_error() -> None:
+    assert expected_calibration_error([0.9] * 10, [True] * 9 + [False]) == pytest.approx(0.0)
+    assert expected_calibration_error([1.0] * 4, [False] * 4) == pytest.approx(1.0)
+    assert expected_calibration_error([], []) == 0.0
