@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Engine, select
 
 from kbservice.db.schema import cases, chunks, documents
+from kbservice.db.store import valid_at
 from kbservice.types import CaseRecord
-
-
-def _valid_at(version: int):  # type: ignore[no-untyped-def]
-    return and_(
-        documents.c.version_added <= version,
-        or_(documents.c.version_removed.is_(None), documents.c.version_removed > version),
-    )
 
 
 def _select_cases():  # type: ignore[no-untyped-def]
@@ -36,7 +30,7 @@ class CaseStore:
     def cases(self, *, as_of: int) -> list[CaseRecord]:
         """Every case valid at version `as_of`, in the order they were stored."""
         with self.engine.connect() as conn:
-            return [_case(row) for row in conn.execute(_select_cases().where(_valid_at(as_of)))]
+            return [_case(row) for row in conn.execute(_select_cases().where(valid_at(documents, as_of)))]
 
     def by_chunk_ids(self, chunk_ids: Sequence[int]) -> dict[int, CaseRecord]:
         if not chunk_ids:
@@ -57,12 +51,14 @@ class CaseStore:
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
             for (labels,) in conn.execute(
-                select(cases.c.diagnoses).join(documents, documents.c.id == cases.c.document_id).where(_valid_at(as_of))
+                select(cases.c.diagnoses)
+                .join(documents, documents.c.id == cases.c.document_id)
+                .where(valid_at(documents, as_of))
             ):
                 for label in labels:
                     found.setdefault(label.casefold(), label)
             for (meta,) in conn.execute(
-                select(documents.c.meta).where(_valid_at(as_of), documents.c.kind == "guideline")
+                select(documents.c.meta).where(valid_at(documents, as_of), documents.c.kind == "guideline")
             ):
                 for label in guideline_conditions(meta or {}):
                     found.setdefault(label.casefold(), label)

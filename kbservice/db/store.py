@@ -30,7 +30,8 @@ _INSERT_BATCH = 2000
 EMBEDDER_META_KEY = "embedder_id"
 
 
-def _valid_at(table, version: int):  # type: ignore[no-untyped-def]
+def valid_at(table, version: int):  # type: ignore[no-untyped-def]
+    """Rows of a versioned table (documents, chunks) valid at `version`."""
     return and_(
         table.c.version_added <= version,
         or_(table.c.version_removed.is_(None), table.c.version_removed > version),
@@ -385,7 +386,7 @@ class KnowledgeStore:
 
     def documents(self, *, as_of: int, kind: str | None = "guideline") -> list[DocumentInfo]:
         """Documents of `kind` (None: every kind) valid at version `as_of`, oldest first."""
-        query = select(documents, _chunk_count()).where(_valid_at(documents, as_of)).order_by(documents.c.id)
+        query = select(documents, _chunk_count()).where(valid_at(documents, as_of)).order_by(documents.c.id)
         if kind is not None:
             query = query.where(documents.c.kind == kind)
         with self.engine.connect() as conn:
@@ -407,10 +408,10 @@ class KnowledgeStore:
             docs_from = self._doc_summaries(conn, from_version)
             docs_to = self._doc_summaries(conn, to_version)
             chunks_added = conn.execute(
-                select(func.count()).where(_valid_at(chunks, to_version), not_(_valid_at(chunks, from_version)))
+                select(func.count()).where(valid_at(chunks, to_version), not_(valid_at(chunks, from_version)))
             ).scalar_one()
             chunks_removed = conn.execute(
-                select(func.count()).where(_valid_at(chunks, from_version), not_(_valid_at(chunks, to_version)))
+                select(func.count()).where(valid_at(chunks, from_version), not_(valid_at(chunks, to_version)))
             ).scalar_one()
         return VersionDiff(
             from_version=from_version,
@@ -424,7 +425,7 @@ class KnowledgeStore:
     def _doc_summaries(self, conn: Connection, version: int) -> dict[int, dict]:
         rows = conn.execute(
             select(documents.c.id, documents.c.title, documents.c.source_key, documents.c.content_hash).where(
-                _valid_at(documents, version)
+                valid_at(documents, version)
             )
         )
         return {
