@@ -77,7 +77,13 @@ class RichProgress:
         columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=True) as bar:
             task_id = bar.add_task(description, total=total)
-            yield lambda n: bar.advance(task_id, n)
+
+            def advance(n: int, status: str | None = None) -> None:
+                if status:
+                    bar.update(task_id, description=f"{description} [dim]{status}[/]")
+                bar.advance(task_id, n)
+
+            yield advance
 
 
 def _progress() -> Progress:
@@ -454,5 +460,6 @@ def main() -> None:
             state._services = None
 
 
-# Commands for cases, recommendations and their audit/evaluation register themselves on the apps above.
+# Commands for cases, recommendations, their audit/evaluation and the learning loop register themselves here.
+import kbservice.cli_learn  # noqa: E402
 import kbservice.cli_recommend  # noqa: E402, F401

@@ -79,6 +79,39 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(100, ge=1)
 
 
+class LearnSettings(BaseModel):
+    """The update cycle (what to train on, how) and its promotion gate."""
+
+    min_new_cases: int = Field(20, ge=1)  # fewer new labelled cases than this: the cycle is skipped
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)  # of the new cases, kept out of training for the gate
+    replay_cases: int = Field(64, ge=0)  # older cases mixed into training so earlier knowledge is kept
+    seed: int = 0
+    # LoRA and its optimiser.
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "v_proj"]
+    learning_rate: float = Field(5e-4, gt=0)
+    epochs: int = Field(1, ge=1)
+    pack_tokens: int = Field(1024, ge=64)  # training examples are packed into sequences of at most this
+    # The gate: the candidate must not be worse than the champion by more than these margins.
+    f1_margin: float = Field(0.01, ge=0)  # macro-F1 overall
+    class_margin: float = Field(0.15, ge=0)  # recall of any class the champion handled ...
+    class_min_support: int = Field(3, ge=1)  # ... among classes with at least this many evaluation cases
+    ece_margin: float = Field(0.03, ge=0)  # expected calibration error
+    # Poisoning guard: a labeller whose new labels agree with the leave-one-out case evidence less often than
+    # trusted labels do (the frozen set and replayed older cases), by more than the margin and improbably so
+    # at the trusted rate (binomial tail < alpha), blocks the candidate.
+    label_agreement_margin: float = Field(0.05, ge=0, le=1)
+    label_agreement_alpha: float = Field(0.001, gt=0, lt=1)
+    label_agreement_min_cases: int = Field(5, ge=1)
+    # The scheduler.
+    schedule: Literal["interval", "cron"] = "interval"
+    interval_minutes: float = Field(60, gt=0)
+    cron: str = "0 2 * * *"  # minute hour day month day-of-week, used when schedule = "cron"
+    lease_seconds: float = Field(600, gt=1)  # a cycle's lease; renewed while it runs
+
+
 class Settings(BaseSettings):
     """Every tunable of the service. Precedence: arguments > KB_* env > KB_CONFIG file > default.toml."""
 
@@ -93,6 +126,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     llm: LLMSettings = LLMSettings()
     recommend: RecommendSettings = RecommendSettings()
+    learn: LearnSettings = LearnSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -121,6 +155,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
 
 
 def _user_config_file() -> Path | None:

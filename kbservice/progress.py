@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-Advance = Callable[[int], None]
+# advance(n) moves the bar by n; advance(n, status="loss 0.41 · 230 tok/s") also shows a running status.
+Advance = Callable[..., None]
 
 
 class Progress(Protocol):
@@ -20,4 +21,4 @@ class NoProgress:
 
     @contextmanager
     def task(self, description: str, *, total: int) -> Iterator[Advance]:
-        yield lambda _n: None
+        yield lambda _n, status=None: None

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 from kbservice.audit import AuditLog
 from kbservice.config import Settings
 from kbservice.db import KnowledgeStore, make_engine, migrate
+from kbservice.db.adapter_store import AdapterStore
 from kbservice.db.audit_log import AuditLogStore
 from kbservice.db.case_store import CaseStore
 from kbservice.db.recommendation_store import RecommendationStore
 from kbservice.index.embedder import SentenceTransformerEmbedder
 from kbservice.index.protocols import Embedder
 from kbservice.index.replica import IndexReplica
+from kbservice.learn.registry import AdapterRegistry
 from kbservice.llm.protocols import Generator
 from kbservice.recommend.pipeline import Recommender
 from kbservice.retrieve import Retriever
@@ -21,12 +23,15 @@ from kbservice.retrieve import Retriever
 if TYPE_CHECKING:  # types only: SQLAlchemy stays inside db/
     from sqlalchemy import Engine
 
+    from kbservice.llm.model_files import BaseModel
+
 
 class Services:
     """Lazily built parts: listing versions never loads a model; searching loads the embedder once."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._loaded_adapters: set[str] = set()
 
     @cached_property
     def engine(self) -> Engine:
@@ -78,12 +83,34 @@ class Services:
         return RecommendationStore(self.engine)
 
     @cached_property
-    def generator(self) -> Generator:
+    def base_model(self) -> BaseModel:
         from kbservice.llm.model_files import resolve_base_model
+
+        return resolve_base_model(model_path=self.settings.llm.model_path, cache_dir=self.settings.models_dir)
+
+    @cached_property
+    def generator(self) -> Generator:
         from kbservice.llm.transformers_generator import TransformersGenerator
 
-        base = resolve_base_model(model_path=self.settings.llm.model_path, cache_dir=self.settings.models_dir)
-        return TransformersGenerator(base, device=self.settings.llm.device)
+        return TransformersGenerator(self.base_model, device=self.settings.llm.device)
+
+    @cached_property
+    def adapter_store(self) -> AdapterStore:
+        return AdapterStore(self.engine)
+
+    @cached_property
+    def registry(self) -> AdapterRegistry:
+        return AdapterRegistry(self.adapter_store, audit=self.audit, directory=self.settings.adapters_dir)
+
+    def serving_adapter(self, requested: str | None) -> str | None:
+        """The adapter a request runs on (the champion unless it names one), loaded and ready. Read per
+        request, so a long-lived process picks up a new champion between requests without a restart."""
+        version = self.registry.resolve(requested)
+        if version is not None and version not in self._loaded_adapters:
+            # Files are checked against their recorded checksum once, when first loaded.
+            self.generator.load_adapter(version, self.registry.verified_path(version))
+            self._loaded_adapters.add(version)
+        return version
 
     @cached_property
     def recommender(self) -> Recommender:

@@ -6,6 +6,7 @@ from sqlalchemy import (
     JSON,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -172,4 +173,78 @@ recommendations = Table(
     Column("response", JSON, nullable=False),
     Column("response_hash", String(64), nullable=False),
     Column("audit_seq", Integer, nullable=False),
+)
+
+# LoRA adapter versions. A row is written when training starts ("training") and finished exactly once
+# ("promoted", "rejected" or "failed"); it never changes after that. Promotion and rollback move aliases.
+adapters = Table(
+    "adapters",
+    metadata,
+    Column("version", String(40), primary_key=True),
+    Column("run_id", String(40), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("parent", String(40)),  # the adapter it was trained from; NULL: the bare base model
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("base_model", String(200), nullable=False),
+    Column("base_model_sha256", String(64), nullable=False),
+    Column("knowledge_version", Integer, nullable=False),  # the knowledge it was trained and judged on
+    Column("data_watermark", Integer, nullable=False),  # cases added up to this version are "seen"
+    Column("train_case_ids", JSON, nullable=False),
+    Column("heldout_case_ids", JSON, nullable=False),
+    Column("replay_case_ids", JSON, nullable=False),
+    Column("frozen_case_ids", JSON, nullable=False),
+    Column("hyperparameters", JSON, nullable=False),
+    Column("metrics", JSON),
+    Column("report", JSON),
+    Column("artifact_sha256", String(64)),
+    # The adapter's files as one tar (a LoRA adapter is a few MB), so every process sharing the database,
+    # on any machine, can materialise and verify it without shared storage.
+    Column("artifact", LargeBinary),
+    Column("triggered_by", String(200), nullable=False),
+    Column("error", Text),
+)
+
+# `champion` and `previous`: pointers to adapter versions (NULL: the bare base model).
+adapter_aliases = Table(
+    "adapter_aliases",
+    metadata,
+    Column("alias", String(20), primary_key=True),
+    Column("version", String(40), ForeignKey("adapters.version")),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per update cycle, skipped ones included.
+update_runs = Table(
+    "update_runs",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status", String(16), nullable=False),  # running | promoted | rejected | skipped | failed
+    Column("adapter_version", String(40)),
+    Column("reason", Text),
+    Column("knowledge_version", Integer),
+    Column("triggered_by", String(200), nullable=False),
+    Column("report", JSON),
+)
+
+# Named leases: at most one holder at a time across processes and machines sharing the database.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),  # unix time; a lapsed lease may be taken over
+    Column("acquired_at", Float, nullable=False),
+)
+
+# The frozen evaluation set: trusted labelled cases every candidate is judged on. It grows only by an
+# explicit command and its cases are never trained on.
+frozen_eval_cases = Table(
+    "frozen_eval_cases",
+    metadata,
+    Column("case_id", Integer, ForeignKey("cases.case_id"), primary_key=True),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("added_by", String(200), nullable=False),
 )

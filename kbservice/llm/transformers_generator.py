@@ -1,11 +1,19 @@
-"""Generator on a local Hugging Face causal LM (transformers), greedy so that replay reproduces output."""
+"""Generator on a local Hugging Face causal LM (transformers), greedy so that replay reproduces output.
+
+LoRA adapters (PEFT) are loaded next to the base weights by version name; every call names the adapter
+it runs with (None: the bare base model) and activates it inside the model lock, so concurrent requests
+on different adapters never see each other's: a request keeps the adapter it started with even when a
+new champion is promoted meanwhile.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+from kbservice.errors import UnknownAdapterError
 from kbservice.llm.model_files import BaseModel
 from kbservice.llm.scoring import (
     ContinuationScore,
@@ -31,7 +39,46 @@ class TransformersGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
         self.model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32).to(device).eval()
         self._lock = threading.Lock()  # one forward at a time: the model is shared by request threads
-        self._head: tuple[str, PrefixCache] | None = None  # the static prompt head's cache, reused
+        # The static prompt head's cache per adapter (LoRA on the attention changes the head's keys/values).
+        self._heads: dict[str | None, tuple[str, PrefixCache]] = {}
+        self._adapters: set[str] = set()
+        self._active: str | None = None
+
+    # ----- adapters -----------------------------------------------------------------------------------
+
+    def load_adapter(self, version: str, path: Path) -> None:
+        """Loads a LoRA adapter (idempotent); it runs only when a call names it."""
+        if version in self._adapters:
+            return
+        from peft import PeftModel
+
+        with self._lock:
+            if version in self._adapters:
+                return
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=version)
+            else:  # the first adapter wraps the base model; its weights stay shared, untouched
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=version).eval()
+            self._adapters.add(version)
+            self._activate(self._active)  # loading may switch the active adapter; restore it
+
+    @property
+    def loaded_adapters(self) -> set[str]:
+        return set(self._adapters)
+
+    def _activate(self, adapter: str | None) -> None:
+        """Makes `adapter` (None: the base model) the one that runs. Call with the lock held."""
+        if adapter is not None and adapter not in self._adapters:
+            raise UnknownAdapterError(f"adapter {adapter} is not loaded")
+        if self._adapters:
+            if adapter is None:
+                self.model.base_model.disable_adapter_layers()
+            else:
+                self.model.base_model.enable_adapter_layers()
+                self.model.set_adapter(adapter)
+        self._active = adapter
+
+    # ----- text -----------------------------------------------------------------------------------------
 
     def chat_prompt(self, user_message: str, *, system: str | None = None) -> str:
         """`user_message` in the model's chat template, ending where the assistant's answer begins."""
@@ -45,17 +92,18 @@ class TransformersGenerator:
     def _encode(self, prompt: str):  # type: ignore[no-untyped-def]
         return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
 
-    def generate(self, prompt: str, *, max_new_tokens: int) -> str:
+    def generate(self, prompt: str, *, max_new_tokens: int, adapter: str | None = None) -> str:
         import torch
 
         inputs = self._encode(prompt)
         with self._lock, torch.no_grad():
+            self._activate(adapter)
             output = self.model.generate(
                 **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self._pad_id()
             )
         return self.tokenizer.decode(output[0, inputs.input_ids.shape[1] :], skip_special_tokens=True)
 
-    def stream(self, prompt: str, *, max_new_tokens: int) -> Iterator[str]:
+    def stream(self, prompt: str, *, max_new_tokens: int, adapter: str | None = None) -> Iterator[str]:
         """The same text as `generate`, yielded in pieces as it is produced."""
         import torch
         from transformers import TextIteratorStreamer
@@ -65,6 +113,7 @@ class TransformersGenerator:
 
         def run() -> None:
             with self._lock, torch.no_grad():
+                self._activate(adapter)
                 self.model.generate(
                     **inputs,
                     max_new_tokens=max_new_tokens,
@@ -79,26 +128,30 @@ class TransformersGenerator:
         worker.join()
 
     def score_candidates(
-        self, prompt: str, candidates: Sequence[str], *, static_head: str | None = None
+        self, prompt: str, candidates: Sequence[str], *, static_head: str | None = None, adapter: str | None = None
     ) -> list[ContinuationScore]:
         """log P(candidate | prompt) for each candidate, in one pass over the prompt and one over all the
         candidates. `static_head`, a start that many prompts share, is run once and its cache kept."""
         prompt_ids = self._encode(prompt).input_ids[0].tolist()
         continuations = [self.tokenizer(" " + c.strip(), add_special_tokens=False).input_ids for c in candidates]
         with self._lock:
-            head = self._head_cache(static_head) if static_head and prompt.startswith(static_head) else None
+            self._activate(adapter)
+            head = self._head_cache(static_head, adapter) if static_head and prompt.startswith(static_head) else None
             return score_continuations(self.model, prompt_ids=prompt_ids, continuations=continuations, head=head)
 
-    def _head_cache(self, text: str) -> PrefixCache:
-        if self._head is None or self._head[0] != text:
-            self._head = (text, encode_prefix(self.model, self._encode(text).input_ids[0].tolist()))
-        return self._head[1]
+    def _head_cache(self, text: str, adapter: str | None) -> PrefixCache:
+        cached = self._heads.get(adapter)
+        if cached is None or cached[0] != text:
+            cached = (text, encode_prefix(self.model, self._encode(text).input_ids[0].tolist()))
+            self._heads[adapter] = cached
+        return cached[1]
 
     def score_candidates_naive(self, prompt: str, candidates: Sequence[str]) -> list[ContinuationScore]:
-        """The same scores with one full forward per candidate (benchmark baseline only)."""
+        """The same scores with one full forward per candidate (benchmark baseline only; base model)."""
         prompt_ids = self._encode(prompt).input_ids[0].tolist()
         continuations = [self.tokenizer(" " + c.strip(), add_special_tokens=False).input_ids for c in candidates]
         with self._lock:
+            self._activate(None)
             return score_continuations_naive(self.model, prompt_ids=prompt_ids, continuations=continuations)
 
     def _pad_id(self) -> int:

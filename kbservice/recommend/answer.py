@@ -29,7 +29,9 @@ def response_hash(response: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(response, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def fusion_for(services: Services, *, mode: str, calibration_id: int | None = None) -> tuple[Fusion, int | None]:
+def fusion_for(
+    services: Services, *, mode: str, calibration_id: int | None = None, adapter_version: str | None = None
+) -> tuple[Fusion, int | None]:
     """The fitted calibration for this model, adapter and prompt (a given one for replay), else defaults."""
     store = services.recommendations
     if calibration_id is not None:
@@ -37,7 +39,7 @@ def fusion_for(services: Services, *, mode: str, calibration_id: int | None = No
     else:
         row = store.latest_calibration(
             base_model_sha256=services.generator.model_sha256,
-            adapter_version=None,
+            adapter_version=adapter_version,
             prompt_version=PROMPT_VERSION,
             mode=mode,
         )
@@ -49,16 +51,19 @@ def fusion_for(services: Services, *, mode: str, calibration_id: int | None = No
 def recommend(
     services: Services, request: RecommendationRequest, *, actor: str, with_treatment: bool = True
 ) -> dict[str, Any]:
-    """Answers `request`, stores it with an audit row, and returns the response."""
+    """Answers `request`, stores it with an audit row, and returns the response. The adapter (the champion
+    unless the request names one) is fixed when the request starts and used for all of it."""
     recommender = services.recommender
     clean = recommender.clean_request(request)
-    fusion, calibration_id = fusion_for(services, mode=clean.mode)
+    adapter = services.serving_adapter(clean.adapter)
+    fusion, calibration_id = fusion_for(services, mode=clean.mode, adapter_version=adapter)
     response, retrieval = recommender.answer(
         clean,
         fusion=fusion,
         calibration_id=calibration_id,
         index_build=services.index_build(),
         with_treatment=with_treatment,
+        adapter=adapter,
     )
     stored_request = clean.to_json() | {"with_treatment": with_treatment, "retrieval": retrieval.to_json()}
     services.recommendations.save(
@@ -134,6 +139,9 @@ def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayR
         )
     fields = {k: v for k, v in stored["request"].items() if k not in ("with_treatment", "retrieval")}
     request = replace(RecommendationRequest(**fields), as_of=provenance["knowledge_version"])
+    adapter = provenance["adapter_version"]
+    if adapter is not None:  # the adapter it ran on, whatever the champion is now (rows are immutable)
+        services.generator.load_adapter(adapter, services.registry.verified_path(adapter))
     recorded = RetrievalRecord.from_json(stored["request"]["retrieval"])
     fusion, calibration_id = fusion_for(services, mode=request.mode, calibration_id=provenance["calibration_id"])
     replayed, _ = services.recommender.answer(
@@ -145,6 +153,7 @@ def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayR
         created_at=provenance["created_at"],
         recommendation_id=recommendation_id,
         recorded=recorded,
+        adapter=adapter,
     )
     differences = _differences(original, replayed)
     drift = _retrieval_drift(services, request, recorded)

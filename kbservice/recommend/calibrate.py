@@ -54,12 +54,14 @@ def collect_examples(
     mode: Mode,
     leave_one_out: bool,
     advance: Callable[[int], None] = lambda n: None,
+    adapter: str | None = None,
 ) -> list[Example]:
     examples = []
     for case in cases:
         features = recommender.features(
             case_request(case, version=version, mode=mode),
             exclude_chunk_ids=[case.chunk_id] if leave_one_out else (),
+            adapter=adapter,
         )
         examples.append(Example(case=case, features=features, truth=truth_indices(features.candidates, case.diagnosis)))
         advance(1)
@@ -99,8 +101,9 @@ def calibrate(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Fits and stores a calibration for the configured model (no adapter) and prompt version, from up to
-    `sample` labelled cases of the newest served knowledge version. Returns its report."""
+    """Fits and stores a calibration for the configured model, the serving adapter (the champion; None
+    without one) and the prompt version, from up to `sample` labelled cases of the newest served knowledge
+    version. Returns its report."""
     report, _ = calibrate_examples(services, mode=mode, sample=sample, seed=seed, progress=progress)
     return report
 
@@ -123,15 +126,16 @@ def calibrate_examples(
         raise KBError(f"calibration needs at least 10 labelled cases; knowledge version {version} has {len(cases)}")
     size = min(sample or services.settings.recommend.calibration_cases, len(cases))
     chosen = sorted(random.Random(seed).sample(cases, size), key=lambda c: c.case_id)
+    adapter = services.serving_adapter(None)
     with (progress or NoProgress()).task("Calibrating on held-out cases", total=len(chosen)) as advance:
         examples = collect_examples(
-            recommender, chosen, version=version, mode=mode, leave_one_out=True, advance=advance
+            recommender, chosen, version=version, mode=mode, leave_one_out=True, advance=advance, adapter=adapter
         )
     fusion = fit(examples)
     metrics = score(fusion, examples) | {"cases": len(examples)}
     calibration_id = services.recommendations.save_calibration(
         base_model_sha256=services.generator.model_sha256,
-        adapter_version=None,
+        adapter_version=adapter,
         prompt_version=PROMPT_VERSION,
         mode=mode,
         knowledge_version=version,
@@ -142,10 +146,17 @@ def calibrate_examples(
     services.audit.record(
         "calibration",
         actor="kbservice",
-        payload={"calibration_id": calibration_id, "mode": mode, "knowledge_version": version, "metrics": metrics},
+        payload={
+            "calibration_id": calibration_id,
+            "mode": mode,
+            "knowledge_version": version,
+            "adapter_version": adapter,
+            "metrics": metrics,
+        },
     )
     report = {
         "calibration_id": calibration_id,
+        "adapter_version": adapter,
         "mode": mode,
         "knowledge_version": version,
         "weights": fusion.weights,

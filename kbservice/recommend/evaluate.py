@@ -13,6 +13,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,20 +96,39 @@ def evaluate_diagnosis(
 
 
 def _classification_metrics(decisions: Sequence[tuple[CaseDraft, list[dict[str, Any]], str | None]]) -> dict[str, Any]:
+    return classification_metrics(
+        [
+            Decision(
+                labels=draft.diagnosis, top=d[0]["diagnosis"], probability=d[0]["probability"], abstained=r is not None
+            )
+            for draft, d, r in decisions
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    labels: list[str]  # the true labels, the first one the primary
+    top: str  # the top diagnosis
+    probability: float
+    abstained: bool = False
+
+
+def classification_metrics(decisions: Sequence[Decision]) -> dict[str, Any]:
+    """Accuracy, macro-F1 over the primary labels, ECE, abstention and per-class recall and support."""
     correct, confidences, abstained = [], [], []
     per_class: dict[str, list[bool]] = defaultdict(list)
     predicted_counts: dict[str, int] = defaultdict(int)
     true_positive: dict[str, int] = defaultdict(int)
-    for draft, differential, reason in decisions:
-        truths = {label.casefold() for label in draft.diagnosis}
-        top = differential[0]
-        hit = top["diagnosis"].casefold() in truths
+    for decision in decisions:
+        truths = {label.casefold() for label in decision.labels}
+        hit = decision.top.casefold() in truths
         correct.append(hit)
-        confidences.append(top["probability"])
-        abstained.append(reason is not None)
-        gold = draft.diagnosis[0]
+        confidences.append(decision.probability)
+        abstained.append(decision.abstained)
+        gold = decision.labels[0]
         per_class[gold].append(hit)
-        predicted = gold if hit else top["diagnosis"]
+        predicted = gold if hit else decision.top
         predicted_counts[predicted.casefold()] += 1
         if hit:
             true_positive[gold.casefold()] += 1
@@ -126,6 +146,7 @@ def _classification_metrics(decisions: Sequence[tuple[CaseDraft, list[dict[str, 
         "abstention_rate": round(float(np.mean(abstained)), 4),
         "accuracy_when_answered": round(float(np.mean(answered)), 4) if answered else None,
         "per_class_recall": {label: round(float(np.mean(h)), 4) for label, h in sorted(per_class.items())},
+        "per_class_support": {label: len(h) for label, h in sorted(per_class.items())},
     }
 
 

@@ -52,6 +52,19 @@ class Features:
     retrieval: RetrievalRecord
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a request brings before the model runs: candidates, similar-case evidence and the prompt."""
+
+    version: int
+    candidates: list[str]
+    case_matrix: np.ndarray
+    sources: list[Source]
+    prompt: str  # the chat prompt, ending with DIAGNOSIS_ANSWER_PREFIX: the model continues with a diagnosis
+    retrieval: RetrievalRecord
+    retrieve_s: float
+
+
 class Recommender:
     def __init__(
         self,
@@ -78,16 +91,15 @@ class Recommender:
 
     # ----- features ---------------------------------------------------------------------------------
 
-    def features(
+    def evidence(
         self,
         request: RecommendationRequest,
         *,
         exclude_chunk_ids: Sequence[int] = (),
         recorded: RetrievalRecord | None = None,
-    ) -> Features:
-        """Retrieves at the request's version (or takes the `recorded` retrieval, for replay) and computes
-        every candidate's evidence and model scores."""
-        timings: dict[str, float] = {}
+    ) -> Evidence:
+        """Retrieves at the request's version (or takes the `recorded` retrieval, for replay), computes the
+        similar-case evidence and renders the diagnosis prompt: everything before the model runs."""
         started = time.perf_counter()
         version = self.retriever.resolve_version(request.as_of)
         if version is None:
@@ -118,8 +130,6 @@ class Recommender:
             prompt_sources = [s.prompt_view() for s in sources if s.kind == "guideline"] + [
                 s.prompt_view() for s in sources if s.kind == "case"
             ][: self.settings.similar_cases]
-        timings["retrieve_s"] = time.perf_counter() - started
-        started = time.perf_counter()
         patient = render_patient(request.findings, history=request.history, age=request.age, sex=request.sex)
         message = diagnosis_message(
             patient,
@@ -127,19 +137,43 @@ class Recommender:
             guideline_chars=self.settings.prompt_guideline_chars,
             case_chars=self.settings.prompt_case_chars,
         )
-        prompt = self.generator.chat_prompt(message, system=SYSTEM) + DIAGNOSIS_ANSWER_PREFIX
-        scores = self.generator.score_candidates(prompt, candidates, static_head=self._static_head)
-        llm_matrix = evidence.llm_features([s.mean_logprob for s in scores], [s.total_logprob for s in scores])
-        timings["score_s"] = time.perf_counter() - started
-        return Features(
+        return Evidence(
             version=version,
             candidates=candidates,
-            names=[*evidence.CASE_FEATURES, *evidence.LLM_FEATURES],
-            matrix=np.hstack([case_matrix, llm_matrix]),
+            case_matrix=case_matrix,
             sources=sources,
-            prompt=prompt,
-            timings=timings,
+            prompt=self.generator.chat_prompt(message, system=SYSTEM) + DIAGNOSIS_ANSWER_PREFIX,
             retrieval=retrieval,
+            retrieve_s=time.perf_counter() - started,
+        )
+
+    def features(
+        self,
+        request: RecommendationRequest,
+        *,
+        exclude_chunk_ids: Sequence[int] = (),
+        recorded: RetrievalRecord | None = None,
+        adapter: str | None = None,
+    ) -> Features:
+        """Every candidate's evidence and model scores (with `adapter`; None: the base model)."""
+        return self.score(self.evidence(request, exclude_chunk_ids=exclude_chunk_ids, recorded=recorded), adapter)
+
+    def score(self, found: Evidence, adapter: str | None) -> Features:
+        """Adds the model's scores of every candidate (with `adapter`) to the evidence."""
+        started = time.perf_counter()
+        scores = self.generator.score_candidates(
+            found.prompt, found.candidates, static_head=self._static_head, adapter=adapter
+        )
+        llm_matrix = evidence.llm_features([s.mean_logprob for s in scores], [s.total_logprob for s in scores])
+        return Features(
+            version=found.version,
+            candidates=found.candidates,
+            names=[*evidence.CASE_FEATURES, *evidence.LLM_FEATURES],
+            matrix=np.hstack([found.case_matrix, llm_matrix]),
+            sources=found.sources,
+            prompt=found.prompt,
+            timings={"retrieve_s": found.retrieve_s, "score_s": time.perf_counter() - started},
+            retrieval=found.retrieval,
         )
 
     def retrieve(
@@ -176,11 +210,13 @@ class Recommender:
         created_at: str | None = None,
         recommendation_id: str | None = None,
         recorded: RetrievalRecord | None = None,
+        adapter: str | None = None,
     ) -> tuple[dict[str, Any], RetrievalRecord]:
         """The response for an already cleaned request (see `clean_request`), not yet stored, and the
-        retrieval it came from (`recorded`: recompute from that retrieval instead of searching)."""
+        retrieval it came from (`recorded`: recompute from that retrieval instead of searching). Every model
+        call uses `adapter` (None: the base model), fixed for the whole request."""
         started = time.perf_counter()
-        feats = self.features(request, recorded=recorded)
+        feats = self.features(request, recorded=recorded, adapter=adapter)
         differential, reason = self.decide(feats, fusion, mode=request.mode)
         top = differential[0]
         treatment: dict[str, Any] = {"plan": "", "citations": [], "sentences": [], "note": None}
@@ -188,7 +224,11 @@ class Recommender:
         if with_treatment and reason is None and request.mode == "rag":
             stage = time.perf_counter()
             treatment = self.plan_treatment(
-                top["diagnosis"], version=feats.version, sources=feats.sources, retrieval=feats.retrieval
+                top["diagnosis"],
+                version=feats.version,
+                sources=feats.sources,
+                retrieval=feats.retrieval,
+                adapter=adapter,
             ).to_json()
             timings["treatment_s"] = time.perf_counter() - stage
         elif reason is not None:
@@ -209,7 +249,7 @@ class Recommender:
                 "index_build": index_build,
                 "base_model": self.generator.model_name,
                 "base_model_sha256": self.generator.model_sha256,
-                "adapter_version": None,
+                "adapter_version": adapter,
                 "prompt_version": PROMPT_VERSION,
                 "calibration_id": calibration_id,
                 "mode": request.mode,
@@ -246,7 +286,13 @@ class Recommender:
         return differential, None
 
     def plan_treatment(
-        self, diagnosis: str, *, version: int, sources: list[Source], retrieval: RetrievalRecord | None = None
+        self,
+        diagnosis: str,
+        *,
+        version: int,
+        sources: list[Source],
+        retrieval: RetrievalRecord | None = None,
+        adapter: str | None = None,
     ) -> TreatmentPlan:
         """A cited plan for `diagnosis` from guideline passages about treating it (retrieved at `version`,
         or taken from `retrieval.treatment` when recorded; appended to `sources`, numbered on) and the
@@ -258,4 +304,6 @@ class Recommender:
             retrieval.treatment = [[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in hits]
         hits = self.retriever.store.hits([tuple(row) for row in retrieval.treatment])
         chosen = treatment_sources(diagnosis, hits, sources)
-        return self.planner.plan(diagnosis, [s.treatment_view() for s in chosen], allowed_ids={s.id for s in sources})
+        return self.planner.plan(
+            diagnosis, [s.treatment_view() for s in chosen], allowed_ids={s.id for s in sources}, adapter=adapter
+        )

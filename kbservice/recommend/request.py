@@ -61,11 +61,11 @@ def clean_request(request: RecommendationRequest, *, max_chars: int) -> Recommen
 
 
 def check_adapter(adapter: str | None) -> None:
-    """No adapter has been trained yet (the learning loop adds them): only the base model exists."""
-    if adapter not in (None, "none"):
+    """The adapter's name has a version's shape; whether it exists is the registry's question."""
+    if adapter is not None and (not adapter.strip() or len(adapter) > 40 or not adapter.isprintable()):
         raise UnknownAdapterError(
-            f"adapter version {adapter!r} does not exist (no adapters are registered); "
-            "use --adapter none for the base model"
+            f"adapter version {adapter!r} does not exist; name a version from `kbservice adapters list`, "
+            "champion, previous, or none for the base model"
         )
 
 

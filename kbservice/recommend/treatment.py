@@ -65,7 +65,9 @@ class TreatmentPlanner:
         self.generator = generator
         self.settings = settings
 
-    def plan(self, diagnosis: str, sources: list[PromptSource], *, allowed_ids: set[str]) -> TreatmentPlan:
+    def plan(
+        self, diagnosis: str, sources: list[PromptSource], *, allowed_ids: set[str], adapter: str | None = None
+    ) -> TreatmentPlan:
         """A plan for `diagnosis` from `sources` (guideline treatment passages first, then the treatments
         of similar cases). Deterministic: greedy decoding."""
         if not sources:
@@ -77,7 +79,9 @@ class TreatmentPlanner:
                 treatment_message(diagnosis, source, passage_chars=self.settings.passage_chars),
                 system=TREATMENT_SYSTEM,
             )
-            raw = self.generator.generate(prompt, max_new_tokens=self.settings.treatment_max_new_tokens)
+            raw = self.generator.generate(
+                prompt, max_new_tokens=self.settings.treatment_max_new_tokens, adapter=adapter
+            )
             text, removed = strip_unknown_citations(first_sentence(raw), allowed_ids)
             stripped.extend(removed)
             # Any marker the model wrote is replaced by the true one: the sentence came from this source.

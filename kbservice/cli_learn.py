@@ -1,0 +1,361 @@
+"""CLI commands of the learning loop: update cycles, the scheduler, adapters, the report, eval continual.
+
+Registered on the Typer apps of kbservice.cli (imported there).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from kbservice.cli import JsonFlag, _author, _print_json, _progress, app, bench_app, err, eval_app, out, state
+from kbservice.cli_recommend import _temporary_services
+from kbservice.errors import KBError
+from kbservice.services import Services
+
+update_app = typer.Typer(
+    help="Run an update cycle: train a LoRA candidate on new cases and gate it.", no_args_is_help=True
+)
+adapters_app = typer.Typer(
+    help="LoRA adapter versions: list, inspect, promote, roll back, compare; the frozen evaluation set.",
+    no_args_is_help=True,
+)
+app.add_typer(update_app, name="update")
+app.add_typer(adapters_app, name="adapters")
+
+ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the audit log).")]
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+def _print_run(report: dict[str, Any]) -> None:
+    colour = {"promoted": "green", "rejected": "yellow", "skipped": "dim", "failed": "red"}.get(report["status"], "")
+    out.print(f"run {report['run_id']}: [{colour}]{report['status']}[/] {report.get('adapter_version') or ''}")
+    out.print(f"  {report['reason']}")
+    metrics = report.get("metrics") or {}
+    if metrics.get("candidate"):
+        for who in ("candidate", "champion"):
+            m = metrics[who]
+            out.print(
+                f"  {who:<9} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ECE {m['ece']:.4f}  "
+                f"({m['cases']} cases, {m['fitting']})"
+            )
+    training = report.get("training")
+    if training:
+        out.print(
+            f"  trained on {training['examples']} examples, {training['tokens']} tokens at "
+            f"{training['tokens_per_s']} tok/s, loss {training['first_loss']} -> {training['final_loss']}"
+        )
+    labels = report.get("labels") or {}
+    if labels.get("most_harmful_labeller"):
+        out.print(f"  labeller whose labels agree least with the evidence: {labels['most_harmful_labeller']}")
+
+
+@update_app.command("run-once")
+def update_run_once(as_json: JsonFlag = False) -> None:
+    """One update cycle now, under the database lease: new labelled cases since the champion's watermark ->
+    train a candidate (starting from the champion) -> judge it against the champion -> promote or reject."""
+    from kbservice.learn.scheduler import run_once_with_lease
+
+    report = run_once_with_lease(state.services, holder=_actor(), progress=_progress())
+    if as_json:
+        _print_json(report)
+    else:
+        _print_run(report)
+    if report["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@app.command("scheduler")
+def scheduler_command(
+    max_cycles: Annotated[
+        int | None, typer.Option("--max-cycles", help="Stop after this many ticks (default: run until stopped).")
+    ] = None,
+    now: Annotated[bool, typer.Option("--now", help="Run the first cycle at once, then on the schedule.")] = False,
+) -> None:
+    """Long-running: update cycles on the configured schedule ([learn] schedule = interval | cron). Several
+    schedulers may share one database: a lease makes sure only one cycle trains at a time."""
+    from kbservice.learn.scheduler import run_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = state.settings.learn
+    when = f"every {settings.interval_minutes:g} min" if settings.schedule == "interval" else f"cron '{settings.cron}'"
+    err.print(f"scheduler started: update cycles {when}; Ctrl-C stops it")
+    run_scheduler(state.services, max_cycles=max_cycles, run_now=now, on_result=lambda r: None)
+
+
+@adapters_app.command("list")
+def adapters_list(as_json: JsonFlag = False) -> None:
+    """Every adapter version with its status, aliases, parent and gate metrics."""
+    rows = state.services.registry.list()
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no adapters yet: the base model serves (run `kbservice update run-once`)")
+        return
+    table = Table("version", "status", "aliases", "parent", "accuracy", "macro-F1", "ECE", "created")
+    for r in rows:
+        m = r["metrics"] or {}
+        table.add_row(
+            r["version"],
+            r["status"],
+            ", ".join(r["aliases"]),
+            r["parent"] or "base",
+            *(f"{m[k]:.4f}" if k in m else "–" for k in ("accuracy", "macro_f1", "ece")),
+            (r["created_at"] or "")[:19],
+        )
+    out.print(table)
+
+
+@adapters_app.command("show")
+def adapters_show(
+    version: Annotated[str, typer.Argument(help="An adapter version (a1, a2, ...).")], as_json: JsonFlag = False
+) -> None:
+    """Lineage, configuration, metrics, checksum and the case ids an adapter was trained and judged on."""
+    shown = state.services.registry.show(version)
+    if as_json:
+        _print_json(shown)
+        return
+    for key in (
+        "version",
+        "status",
+        "aliases",
+        "parent",
+        "created_at",
+        "finished_at",
+        "knowledge_version",
+        "base_model",
+        "base_model_sha256",
+        "artifact_sha256",
+        "triggered_by",
+        "error",
+        "metrics",
+        "hyperparameters",
+    ):
+        out.print(f"{key:<18} {shown[key]}")
+    for key in ("train_case_ids", "heldout_case_ids", "replay_case_ids", "frozen_case_ids"):
+        out.print(f"{key:<18} {len(shown[key])} cases")
+    report = shown.get("report") or {}
+    if report.get("gate"):
+        verdict = "passed" if report["gate"]["passed"] else "failed"
+        out.print(f"{'gate':<18} {verdict}: {'; '.join(report['gate']['reasons']) or report['decision']['reason']}")
+
+
+@adapters_app.command("promote")
+def adapters_promote(
+    version: Annotated[str, typer.Argument(help="A version that passed the gate.")], reason: ReasonOption = None
+) -> None:
+    """Make VERSION the champion (the old champion becomes previous). Only versions that passed the gate."""
+    state.services.adapter_store.promote(version, audit=state.services.audit, actor=_actor(), reason=reason or "manual")
+    out.print(f"champion is now {version}")
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(reason: ReasonOption = None) -> None:
+    """champion <- previous, at once for every serving process (they read the alias per request)."""
+    old, new = state.services.adapter_store.rollback(
+        audit=state.services.audit, actor=_actor(), reason=reason or "manual"
+    )
+    out.print(f"champion rolled back from {old or 'the base model'} to {new or 'the base model'}")
+
+
+@adapters_app.command("diff")
+def adapters_diff(
+    first: Annotated[str, typer.Argument(help="The older version.")],
+    second: Annotated[str, typer.Argument(help="The newer version.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Metric changes, training/held-out/replay case differences and hyper-parameter changes."""
+    diff = state.services.registry.diff(first, second)
+    if as_json:
+        _print_json(diff)
+        return
+    for key, change in diff["metrics"].items():
+        out.print(f"{key:<10} {change[first]} -> {change[second]} ({change['change']:+})")
+    for key, data in diff["data"].items():
+        out.print(
+            f"{key:<18} only in {first}: {len(data[f'only_in_{first}'])}, only in {second}: "
+            f"{len(data[f'only_in_{second}'])}, shared: {data['shared']}"
+        )
+    for key, change in diff["hyperparameters"].items():
+        out.print(f"{key:<18} {change[first]} -> {change[second]}")
+
+
+@adapters_app.command("freeze")
+def adapters_freeze(
+    count: Annotated[int, typer.Option("--count", help="How many labelled cases to add, sampled at random.")] = 0,
+    case_ids: Annotated[list[int] | None, typer.Option("--case-id", help="Add this case (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+) -> None:
+    """Grow the frozen evaluation set (trusted cases every candidate is judged on and none trains on)."""
+    import random
+
+    services = state.services
+    chosen = list(case_ids or [])
+    if count:
+        version = services.retriever.resolve_version(None)
+        if version is None:
+            raise KBError("the knowledge base is empty")
+        frozen = set(services.adapter_store.frozen_case_ids())
+        pool = [c.case_id for c in services.case_store.cases(as_of=version) if c.diagnosis and c.case_id not in frozen]
+        chosen += random.Random(seed).sample(pool, min(count, len(pool)))
+    if not chosen:
+        raise typer.BadParameter("name cases with --case-id or a sample size with --count")
+    added = services.adapter_store.freeze_cases(chosen, audit=services.audit, actor=_author(None))
+    out.print(
+        f"added {len(added)} case(s); the frozen evaluation set holds {len(services.adapter_store.frozen_case_ids())}"
+    )
+
+
+@app.command("report")
+def report_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for index.html and its PNG charts.")] = Path(
+        "kbservice-report"
+    ),
+) -> None:
+    """An HTML page with PNG charts: metrics per adapter version, data growth, knowledge versions over time."""
+    from kbservice.learn.report import write_report
+
+    written = write_report(state.services, out_dir)
+    out.print(f"wrote {written['html']} ({len(written['charts'])} charts)")
+
+
+@eval_app.command("continual")
+def eval_continual(
+    cases_file: Annotated[Path, typer.Option("--cases", help="Training cases (case format) that arrive in batches.")],
+    test_file: Annotated[
+        Path, typer.Option("--test", help="Test cases (case format), e.g. from `kbservice eval split`.")
+    ],
+    batches: Annotated[int, typer.Option("--batches", help="How many batches (disease groups).")] = 4,
+    joint: Annotated[bool, typer.Option("--joint/--no-joint", help="Also train jointly on all data at once.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """The continual-learning benchmark on fresh temporary stores: per batch, accuracy and macro-F1 on the test
+    cases of every disease seen so far (base model + RAG, champion + RAG), backward transfer, joint reference."""
+    from kbservice.ingest.cases import parse_case_file
+    from kbservice.learn.continual import run_continual
+
+    for f in (cases_file, test_file):
+        if not f.exists():
+            raise KBError(f"{f} does not exist")
+    limit = state.settings.ingest.max_case_field_chars
+    train = parse_case_file(cases_file, labeled_by=None, max_chars=limit)
+    test = parse_case_file(test_file, labeled_by=None, max_chars=limit)
+    result = run_continual(_temporary_services, train, test, batches=batches, joint=joint, progress=_progress())
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(
+        "batch", "diseases seen", "test cases", "update", "base acc", "base F1", "champion acc", "champion F1"
+    )
+    for row in result["batches"]:
+        table.add_row(
+            str(row["batch"]),
+            str(sum(len(g) for g in result["groups"][: row["batch"]])),
+            str(row["test_cases"]),
+            f"{row['update']['status']} {row['update']['adapter_version'] or ''}",
+            f"{row['base_rag']['accuracy']:.4f}",
+            f"{row['base_rag']['macro_f1']:.4f}",
+            f"{row['champion_rag']['accuracy']:.4f}",
+            f"{row['champion_rag']['macro_f1']:.4f}",
+        )
+    out.print(table)
+    out.print(f"backward transfer: {result['backward_transfer']}")
+    if "joint" in result:
+        j = result["joint"]["champion_rag"]
+        out.print(f"joint training: accuracy {j['accuracy']:.4f}, macro-F1 {j['macro_f1']:.4f}")
+
+
+def _ingest_first_cases(services: Services, folder: Path, cases_file: Path, count: int) -> None:
+    """The first `count` cases of a .jsonl case file, ingested as one version (benchmarks)."""
+    from kbservice.ingest.cases import ingest_cases
+
+    if not cases_file.exists() or cases_file.suffix != ".jsonl":
+        raise KBError(f"{cases_file}: the benchmark reads an existing .jsonl case file")
+    lines = [line for line in cases_file.read_text(encoding="utf-8").splitlines() if line.strip()][:count]
+    batch = folder / "batch.jsonl"
+    batch.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ingest_cases(
+        batch,
+        store=services.store,
+        embedder=services.embedder,
+        replica=services.replica,
+        settings=services.settings,
+        author="bench",
+        progress=_progress(),
+    )
+
+
+@bench_app.command("training")
+def bench_training(
+    cases_file: Annotated[Path, typer.Option("--cases", help="Labelled cases (case format): the new batch.")],
+    count: Annotated[int, typer.Option("--count", help="Use the first N cases.")] = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """One update cycle on COUNT new cases in a fresh temporary store: its training tokens/s against a bare
+    PEFT loop on the same examples and model, the cycle's time by stage, and its peak memory."""
+    from kbservice.learn.bench import run_training_benchmark
+
+    with _temporary_services() as (services, tmp):
+        _ingest_first_cases(services, tmp, cases_file, count)
+        result = run_training_benchmark(services, progress=_progress())
+    if as_json:
+        _print_json(result)
+        return
+    cycle, bare = result["update_cycle"], result["bare_peft_loop"]
+    out.print(
+        f"update cycle ({result['cases']} new cases, {result['status']}): {cycle['cycle_s']} s, "
+        f"peak RSS {cycle['peak_rss_mb']} MB"
+    )
+    out.print(
+        f"  training {cycle['training_tokens_per_s']} tok/s vs bare PEFT loop {bare['tokens_per_s']} tok/s: "
+        f"{result['ratio']}x"
+    )
+
+
+@bench_app.command("swap")
+def bench_swap(
+    cases_file: Annotated[Path, typer.Option("--cases", help="Labelled cases (.jsonl) to build the store from.")],
+    count: Annotated[int, typer.Option("--count", help="Use the first N cases (the adapter trains on them).")] = 100,
+    clients: Annotated[int, typer.Option("--clients", help="Client threads sending requests continuously.")] = 4,
+    seconds: Annotated[float, typer.Option("--seconds", help="Seconds of traffic before and after the promotion.")] = 5,
+    as_json: JsonFlag = False,
+) -> None:
+    """Hot-swap time: a serving process answers CLIENTS continuous clients while an adapter is promoted;
+    reports the time from promotion to the new champion being ready, first used and first answered."""
+    from kbservice.learn.bench import run_swap_benchmark
+    from kbservice.learn.update import run_update_cycle
+    from kbservice.services import build_services
+
+    with _temporary_services() as (admin, tmp):
+        _ingest_first_cases(admin, tmp, cases_file, count)
+        cycle = run_update_cycle(admin, triggered_by="bench-swap", progress=_progress())
+        if cycle["status"] != "promoted":
+            raise KBError(f"the benchmark's adapter was not promoted: {cycle['reason']}")
+        admin.adapter_store.rollback(audit=admin.audit, actor="bench", reason="serve the base model first")
+        serving = build_services(admin.settings)  # a second, long-lived set: nothing of a1 loaded yet
+        try:
+            result = run_swap_benchmark(admin, serving, clients=clients, before_s=seconds, after_s=seconds)
+        finally:
+            serving.close()
+    if as_json:
+        _print_json(result)
+        return
+    out.print(
+        f"{result['requests']} requests from {clients} clients, {result['failed_requests']} failed; promotion -> "
+        f"adapter ready {result['watcher_ready_ms']} ms, first request on it {result['first_request_started_ms']} ms, "
+        f"first answer from it {result['first_response_ms']} ms"
+    )

@@ -1,0 +1,141 @@
+"""`kbservice bench training`: one update cycle against a bare PEFT loop on the same data and model.
+
+A fresh temporary store gets the cases as one batch; one update cycle runs (retrieval, training, gate,
+calibration), then a plain PEFT loop trains a fresh adapter on exactly the examples the cycle trained on.
+Tokens/s compare the training phases; the cycle's end-to-end time and peak memory are reported too.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import TYPE_CHECKING, Any
+
+from kbservice.learn.train import TrainingExample, bare_peft_loop
+from kbservice.learn.update import run_update_cycle, training_target
+from kbservice.progress import NoProgress, Progress
+from kbservice.recommend.calibrate import case_request
+
+if TYPE_CHECKING:
+    from kbservice.services import Services
+
+
+def run_training_benchmark(services: Services, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Runs on a store that already holds the new cases (and nothing trained yet)."""
+    progress = progress or NoProgress()
+    started = time.perf_counter()
+    cycle = run_update_cycle(services, triggered_by="bench-training", progress=progress)
+    cycle_s = time.perf_counter() - started
+    peak_after_cycle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not cycle.get("training"):
+        return {"cycle": cycle, "note": "the cycle trained nothing"}
+    shown = services.registry.show(cycle["adapter_version"])
+    version = shown["knowledge_version"]
+    by_id = {c.case_id: c for c in services.case_store.cases(as_of=version)}
+    examples = []
+    for case_id in shown["train_case_ids"] + shown["replay_case_ids"]:
+        case = by_id[case_id]
+        evidence = services.recommender.evidence(
+            case_request(case, version=version, mode="rag"), exclude_chunk_ids=[case.chunk_id]
+        )
+        examples.append(TrainingExample(case_id=case_id, prompt=evidence.prompt, target=training_target(case)))
+    bare = bare_peft_loop(services.base_model.path, examples, settings=services.settings.learn)
+    training = cycle["training"]
+    return {
+        "cases": cycle.get("new_cases"),
+        "split": cycle.get("split"),
+        "status": cycle["status"],
+        "reason": cycle["reason"],
+        "update_cycle": {
+            "training_tokens_per_s": training["tokens_per_s"],
+            "tokens": training["tokens"],
+            "target_tokens": training["target_tokens"],
+            "sequences": training["sequences"],
+            "training_s": training["seconds"],
+            "cycle_s": round(cycle_s, 1),
+            "end_to_end_tokens_per_s": round(training["tokens"] / cycle_s, 1),
+            "stages_s": cycle.get("timings"),
+            "peak_rss_mb": round(peak_after_cycle, 1),
+        },
+        "bare_peft_loop": {
+            "tokens_per_s": round(bare.tokens_per_s, 1),
+            "tokens": bare.tokens,
+            "seconds": round(bare.seconds, 1),
+            "steps": bare.steps,
+        },
+        "ratio": round(training["tokens_per_s"] / bare.tokens_per_s, 3) if bare.tokens_per_s else None,
+        "metrics": cycle.get("metrics"),
+    }
+
+
+def run_swap_benchmark(
+    admin: Services, serving: Services, *, clients: int = 4, before_s: float = 5.0, after_s: float = 5.0
+) -> dict[str, Any]:
+    """`serving` (a separate, long-lived set of services, as another process would hold) answers requests
+    from `clients` threads continuously; `admin` promotes its previous adapter meanwhile. Measures the time
+    from the promotion's commit to the watcher having the new adapter ready, to the first request started
+    on it, and to the first response from it; counts failed requests."""
+    import threading
+
+    from kbservice.learn.hot_swap import ChampionWatcher
+    from kbservice.recommend.answer import recommend
+    from kbservice.recommend.request import RecommendationRequest
+
+    target = admin.registry.store.alias("previous")
+    if target is None:
+        raise ValueError("the swap benchmark needs a previous adapter to promote")
+    findings = [c.findings for c in admin.case_store.cases(as_of=admin.retriever.resolve_version(None))][:50]
+    recommend(serving, RecommendationRequest(findings=findings[0]), actor="bench", with_treatment=False)  # warm-up
+    watcher = ChampionWatcher(serving).start()
+    served: list[tuple[float, float, str | None]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = n
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                response = recommend(
+                    serving,
+                    RecommendationRequest(findings=findings[i % len(findings)]),
+                    actor="bench",
+                    with_treatment=False,
+                )
+                served.append((started, time.perf_counter(), response["provenance"]["adapter_version"]))
+            except Exception as error:
+                failures.append(f"{type(error).__name__}: {error}")
+            i += clients
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(before_s)
+    admin.adapter_store.promote(target, audit=admin.audit, actor="bench", reason="swap benchmark")
+    promoted_at = time.perf_counter()
+    time.sleep(after_s)
+    stop.set()
+    for t in threads:
+        t.join()
+    watcher.stop()
+    on_new = [(s, f) for s, f, a in served if a == target]
+    swap = next((w for w in watcher.swaps if w.version == target), None)
+    latencies = sorted(f - s for s, f, _ in served)
+    return {
+        "clients": clients,
+        "requests": len(served),
+        "failed_requests": len(failures),
+        "failures": failures[:5],
+        "promoted": target,
+        "watcher_ready_ms": round((swap.ready_at - promoted_at) * 1000, 1) if swap else None,
+        "adapter_load_ms": round((swap.ready_at - swap.seen_at) * 1000, 1) if swap else None,
+        "first_request_started_ms": round((min(s for s, _ in on_new) - promoted_at) * 1000, 1) if on_new else None,
+        "first_response_ms": round((min(f for _, f in on_new) - promoted_at) * 1000, 1) if on_new else None,
+        "old_adapter_requests_after_promotion": sum(1 for s, f, a in served if s > promoted_at and a != target),
+        "request_latency_s": {
+            "p50": round(latencies[len(latencies) // 2], 3),
+            "p95": round(latencies[int(len(latencies) * 0.95)], 3),
+        }
+        if latencies
+        else None,
+    }

@@ -1,0 +1,58 @@
+"""Holding the update lease for the length of a cycle: taken at the start, renewed by a heartbeat thread,
+released at the end. A cycle that loses its lease (its heartbeat could not renew in time) stops."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from kbservice.db.lease import Lease
+from kbservice.errors import KBError
+
+UPDATE_LEASE = "learn.update"
+
+
+class LeaseBusyError(KBError):
+    pass
+
+
+class LeaseLostError(KBError):
+    pass
+
+
+class HeldLease:
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="lease-heartbeat")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease.seconds / 3):
+            try:
+                if not self.lease.renew():
+                    self.lost = True
+                    return
+            except Exception:  # a database hiccup: try again at the next beat, the lease still has time
+                continue
+
+    def check(self) -> None:
+        """Raises if the lease was lost: another process may be training now."""
+        if self.lost:
+            raise LeaseLostError(f"lost the {self.lease.name} lease; stopping so that only one cycle trains")
+
+
+@contextmanager
+def hold(lease: Lease) -> Iterator[HeldLease]:
+    if not lease.acquire():
+        raise LeaseBusyError(f"another process ({lease.holder_now()}) is running an update cycle")
+    held = HeldLease(lease)
+    held._thread.start()
+    try:
+        yield held
+    finally:
+        held._stop.set()
+        held._thread.join()
+        if not held.lost:
+            lease.release()
