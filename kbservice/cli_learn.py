@@ -241,6 +241,9 @@ def eval_continual(
     ],
     batches: Annotated[int, typer.Option("--batches", help="How many batches (disease groups).")] = 4,
     joint: Annotated[bool, typer.Option("--joint/--no-joint", help="Also train jointly on all data at once.")] = True,
+    freeze_per_batch: Annotated[
+        int, typer.Option("--freeze-per-batch", help="Cases of each batch added to the frozen evaluation set.")
+    ] = 12,
     as_json: JsonFlag = False,
 ) -> None:
     """The continual-learning benchmark on fresh temporary stores: per batch, accuracy and macro-F1 on the test
@@ -254,7 +257,15 @@ def eval_continual(
     limit = state.settings.ingest.max_case_field_chars
     train = parse_case_file(cases_file, labeled_by=None, max_chars=limit)
     test = parse_case_file(test_file, labeled_by=None, max_chars=limit)
-    result = run_continual(_temporary_services, train, test, batches=batches, joint=joint, progress=_progress())
+    result = run_continual(
+        _temporary_services,
+        train,
+        test,
+        batches=batches,
+        joint=joint,
+        freeze_per_batch=freeze_per_batch,
+        progress=_progress(),
+    )
     if as_json:
         _print_json(result)
         return

@@ -95,9 +95,10 @@ class LearnSettings(BaseModel):
     epochs: int = Field(1, ge=1)
     pack_tokens: int = Field(1024, ge=64)  # training examples are packed into sequences of at most this
     # The gate: the candidate must not be worse than the champion by more than these margins.
-    f1_margin: float = Field(0.01, ge=0)  # macro-F1 overall
+    f1_margin: float = Field(0.02, ge=0)  # macro-F1 overall
     class_margin: float = Field(0.15, ge=0)  # recall of any class the champion handled ...
-    class_min_support: int = Field(3, ge=1)  # ... among classes with at least this many evaluation cases
+    class_min_support: int = Field(3, ge=1)  # ... among classes with at least this many evaluation cases ...
+    class_min_cases_lost: int = Field(2, ge=1)  # ... and by at least this many of its cases
     ece_margin: float = Field(0.03, ge=0)  # expected calibration error
     # Poisoning guard: a labeller whose new labels agree with the leave-one-out case evidence less often than
     # trusted labels do (the frozen set and replayed older cases), by more than the margin and improbably so

@@ -90,7 +90,9 @@ def test_eval_continual_reports_each_batch(run: Cli, tmp_path: Path) -> None:  #
     rows = [json.loads(line) for line in DEMO_CASES.read_text().splitlines()]
     train = cases_jsonl(tmp_path, "train.jsonl", *[r for i, r in enumerate(rows) if i % 3])
     test = cases_jsonl(tmp_path, "test.jsonl", *[r for i, r in enumerate(rows) if not i % 3])
-    result = run.json("eval", "continual", "--cases", str(train), "--test", str(test), "--batches", "2")
+    result = run.json(
+        "eval", "continual", "--cases", str(train), "--test", str(test), "--batches", "2", "--freeze-per-batch", "2"
+    )
     assert [b["batch"] for b in result["batches"]] == [1, 2]
     assert result["batches"][0]["test_cases"] < result["batches"][1]["test_cases"] == 8
     assert result["batches"][0]["update"]["status"] in ("promoted", "rejected")

@@ -6,11 +6,15 @@ version and followed by an update cycle. After each batch the test cases of ever
 answered by the base model with RAG and by the champion adapter with RAG; at the end a separate knowledge
 base trained jointly on all batches at once gives the upper reference. Backward transfer: the average
 change, from right after its batch to the end, of the champion's accuracy on each earlier group's diseases.
+
+As a clinical team would, each batch also adds a few of its cases to the frozen evaluation set (the
+explicit `adapters freeze` step), so every later gate and calibration also sees the earlier diseases.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -48,6 +52,7 @@ def run_continual(
     *,
     batches: int,
     joint: bool = True,
+    freeze_per_batch: int = 12,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     progress = progress or NoProgress()
@@ -61,6 +66,7 @@ def run_continual(
         for k, group in enumerate(groups):
             batch = [d for d in train if d.diagnosis[0] in group]
             _ingest(services, tmp / f"batch{k + 1}.jsonl", batch, labeled_by=f"batch-{k + 1}", progress=progress)
+            _freeze_some(services, freeze_per_batch, seed=k)
             cycle = run_update_cycle(services, triggered_by="eval-continual", progress=progress)
             seen = {label for g in groups[: k + 1] for label in g}
             seen_test = [d for d in test if d.diagnosis[0] in seen]
@@ -99,6 +105,7 @@ def run_continual(
         with fresh_services() as (services, tmp):
             _every_batch_updates(services)
             _ingest(services, tmp / "all.jsonl", list(train), labeled_by="joint", progress=progress)
+            _freeze_some(services, freeze_per_batch * len(groups), seed=0)
             cycle = run_update_cycle(services, triggered_by="eval-continual-joint", progress=progress)
             joint_eval = _evaluate(
                 services, test, adapter=services.registry.champion(), fusion_case_ids=set(), progress=progress
@@ -115,6 +122,26 @@ def _every_batch_updates(services: Services) -> None:
     """However small a batch, it gets its update cycle (the benchmark's premise)."""
     learn = services.settings.learn.model_copy(update={"min_new_cases": 1})
     services.settings = services.settings.model_copy(update={"learn": learn})
+
+
+def _freeze_some(services: Services, count: int, *, seed: int) -> None:
+    """Adds `count` of the newest version's cases, one per disease in turn, to the frozen evaluation set."""
+    if count <= 0:
+        return
+    version = services.retriever.resolve_version(None)
+    newest = [c for c in services.case_store.cases(as_of=version) if c.version_added == version]
+    by_label: dict[str, list[int]] = {}
+    for case in newest:
+        by_label.setdefault(case.diagnosis[0], []).append(case.case_id)
+    rng = random.Random(seed)
+    for ids in by_label.values():
+        rng.shuffle(ids)
+    chosen: list[int] = []
+    while len(chosen) < count and any(by_label.values()):
+        for ids in by_label.values():
+            if ids and len(chosen) < count:
+                chosen.append(ids.pop())
+    services.adapter_store.freeze_cases(chosen, audit=services.audit, actor="eval-continual")
 
 
 def _ingest(

@@ -73,7 +73,19 @@ def cross_fitted(examples: Sequence[Example]) -> tuple[Fusion, dict[str, Any]]:
         nll.append(-float(np.log(max(p[example.truth].sum(), 1e-12))))
     metrics = classification_metrics(decisions) | {"nll": round(float(np.mean(nll)), 4), "cases": len(decisions)}
     metrics["fitting"] = fitting
+    # What the model contributes on its own (its scores with the retrieved context, fitted the same way):
+    # the similar-case evidence is shared by both adapters, so this is where an adapter's teaching shows.
+    metrics["model_only_accuracy"] = _model_only_accuracy(folds if fitting.startswith("2-fold") else None, usable)
     return fit(usable), metrics
+
+
+def _model_only_accuracy(folds: list[list[Example]] | None, usable: Sequence[Example]) -> float:
+    pairs = [(folds[0], folds[1]), (folds[1], folds[0])] if folds else [(list(usable), list(usable))]
+    hits = []
+    for fit_on, judge in pairs:
+        fusion = fit(fit_on, names=evidence.LLM_FEATURES)
+        hits += [int(np.argmax(fusion.probabilities(e.features.matrix, e.features.names))) in e.truth for e in judge]
+    return round(float(np.mean(hits)), 4)
 
 
 def compare(
@@ -99,12 +111,15 @@ def compare(
         if recall <= 0 or support < settings.class_min_support:
             continue
         fell = recall - candidate["per_class_recall"].get(label, 0.0)
-        if fell > settings.class_margin:
+        # A class regresses when its recall falls by more than the margin AND by more than one case: on a
+        # handful of evaluation cases a single case is already 20-30 points of recall.
+        if fell > settings.class_margin and round(fell * support) >= settings.class_min_cases_lost:
             class_drops[label] = {"champion": recall, "candidate": candidate["per_class_recall"].get(label, 0.0)}
     checks["class_recall"] = {
         "regressions": class_drops,
         "margin": settings.class_margin,
         "min_support": settings.class_min_support,
+        "min_cases_lost": settings.class_min_cases_lost,
     }
     if class_drops:
         worst = max(class_drops, key=lambda k: class_drops[k]["champion"] - class_drops[k]["candidate"])

@@ -13,7 +13,7 @@ import resource
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kbservice.errors import KBError
@@ -82,8 +82,11 @@ def run_update_cycle(
         "reaped_runs": interrupted_runs,
     }
 
+    run_finished = False
+
     def finish(status: str, reason: str, adapter_version: str | None = None) -> dict[str, Any]:
-        report["run_finished"] = True
+        nonlocal run_finished
+        run_finished = True
         report.update(status=status, reason=reason, adapter_version=adapter_version)
         report.setdefault("metrics", {"candidate": None, "champion": None})
         report["seconds"] = round(time.perf_counter() - started, 2)
@@ -119,12 +122,24 @@ def run_update_cycle(
             )
         return _train_and_judge(services, report, new, labelled, frozen_ids, champion, version, lease, progress, finish)
     except BaseException as error:  # every failure, KeyboardInterrupt included, ends the run row
-        if not report.get("run_finished"):
+        if not run_finished:
             finish("failed", f"{type(error).__name__}: {error}", report.get("adapter_version"))
         raise
 
 
-def _train_and_judge(services, report, new, labelled, frozen_ids, champion, version, lease, progress, finish):  # type: ignore[no-untyped-def]
+def _train_and_judge(
+    services: Services,
+    report: dict[str, Any],
+    new: list[CaseRecord],
+    labelled: list[CaseRecord],
+    frozen_ids: set[int],
+    champion: str | None,
+    version: int,
+    lease: HeldLease | None,
+    progress: Progress,
+    finish: Callable[..., dict[str, Any]],
+) -> dict[str, Any]:
+    """Split, retrieve, check labels, train, gate and record: the part of a cycle that builds an adapter."""
     registry, store, settings = services.registry, services.adapter_store, services.settings.learn
     recommender = services.recommender
     train_cases, heldout = split_new_cases(new, fraction=settings.heldout_fraction, seed=settings.seed)
