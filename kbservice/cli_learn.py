@@ -85,7 +85,7 @@ def scheduler_command(
     ] = None,
     now: Annotated[bool, typer.Option("--now", help="Run the first cycle at once, then on the schedule.")] = False,
 ) -> None:
-    """Long-running: update cycles on the configured schedule ([learn] schedule = interval | cron). Several
+    """Long-running: update cycles on the configured schedule (learn.schedule: interval or cron). Several
     schedulers may share one database: a lease makes sure only one cycle trains at a time."""
     from kbservice.learn.scheduler import run_scheduler
 
@@ -343,6 +343,9 @@ def bench_swap(
     count: Annotated[int, typer.Option("--count", help="Use the first N cases (the adapter trains on them).")] = 100,
     clients: Annotated[int, typer.Option("--clients", help="Client threads sending requests continuously.")] = 4,
     seconds: Annotated[float, typer.Option("--seconds", help="Seconds of traffic before and after the promotion.")] = 5,
+    preloaded: Annotated[
+        bool, typer.Option("--preloaded/--cold", help="The promoted version already loaded (as `previous` is) or not.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Hot-swap time: a serving process answers CLIENTS continuous clients while an adapter is promoted;
@@ -359,7 +362,9 @@ def bench_swap(
         admin.adapter_store.rollback(audit=admin.audit, actor="bench", reason="serve the base model first")
         serving = build_services(admin.settings)  # a second, long-lived set: nothing of a1 loaded yet
         try:
-            result = run_swap_benchmark(admin, serving, clients=clients, before_s=seconds, after_s=seconds)
+            result = run_swap_benchmark(
+                admin, serving, clients=clients, before_s=seconds, after_s=seconds, preloaded=preloaded
+            )
         finally:
             serving.close()
     if as_json:

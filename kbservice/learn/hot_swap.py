@@ -3,7 +3,9 @@
 Every request resolves its adapter from the `champion` alias when it starts (one indexed row read) and
 keeps it to the end, so requests in flight finish on the adapter they started with. A `ChampionWatcher`
 thread polls the alias and loads a newly promoted adapter before any request asks for it, so the first
-request on the new champion does not pay the load (materialising, checksum and PEFT injection).
+request on the new champion does not pay the load (materialising, checksum and PEFT injection); it also
+keeps `previous` loaded, so a rollback (or re-promotion) needs no load at all. Loading takes the model
+lock (PEFT injects layers into the live model), so under load it waits for the forward pass in progress.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ class Swap:
 
 
 class ChampionWatcher:
-    def __init__(self, services: Services, *, interval_s: float = 0.05) -> None:
+    def __init__(self, services: Services, *, interval_s: float = 0.05, preload_previous: bool = True) -> None:
         self.services = services
         self.interval_s = interval_s
+        self.preload_previous = preload_previous
         self.swaps: list[Swap] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="champion-watcher")
@@ -38,8 +41,14 @@ class ChampionWatcher:
 
     def start(self) -> ChampionWatcher:
         self._current = self.services.serving_adapter(None)
+        self._preload_previous()
         self._thread.start()
         return self
+
+    def _preload_previous(self) -> None:
+        previous = self.services.registry.store.alias("previous") if self.preload_previous else None
+        if previous is not None:
+            self.services.serving_adapter(previous)
 
     def stop(self) -> None:
         self._stop.set()
@@ -55,5 +64,6 @@ class ChampionWatcher:
                     self.swaps.append(Swap(champion, seen, time.perf_counter()))
                     log.info("champion is now %s", champion or "the base model")
                     self._current = champion
+                    self._preload_previous()
             except Exception:  # keep watching; requests still resolve the alias themselves
                 log.exception("champion watcher")
