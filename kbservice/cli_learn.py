@@ -93,7 +93,7 @@ def scheduler_command(
     settings = state.settings.learn
     when = f"every {settings.interval_minutes:g} min" if settings.schedule == "interval" else f"cron '{settings.cron}'"
     err.print(f"scheduler started: update cycles {when}; Ctrl-C stops it")
-    run_scheduler(state.services, max_cycles=max_cycles, run_now=now, on_result=lambda r: None)
+    run_scheduler(state.services, max_cycles=max_cycles, run_now=now)
 
 
 @adapters_app.command("list")
@@ -200,24 +200,41 @@ def adapters_freeze(
     case_ids: Annotated[list[int] | None, typer.Option("--case-id", help="Add this case (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
 ) -> None:
-    """Grow the frozen evaluation set (trusted cases every candidate is judged on and none trains on)."""
+    """Grow the frozen evaluation set (trusted cases every candidate is judged on and none trains on). Only
+    cases no adapter has trained on qualify: a case an adapter has seen cannot judge it fairly."""
     import random
 
     services = state.services
+    trained = {i for a in services.registry.list() for i in _trained_ids(services, a["version"])}
     chosen = list(case_ids or [])
+    seen = sorted(set(chosen) & trained)
+    if seen:
+        raise KBError(f"case(s) {seen[:10]} were trained on by an adapter and cannot join the frozen evaluation set")
     if count:
         version = services.retriever.resolve_version(None)
         if version is None:
             raise KBError("the knowledge base is empty")
         frozen = set(services.adapter_store.frozen_case_ids())
-        pool = [c.case_id for c in services.case_store.cases(as_of=version) if c.diagnosis and c.case_id not in frozen]
+        pool = [
+            c.case_id
+            for c in services.case_store.cases(as_of=version)
+            if c.diagnosis and c.case_id not in frozen and c.case_id not in trained
+        ]
         chosen += random.Random(seed).sample(pool, min(count, len(pool)))
     if not chosen:
-        raise typer.BadParameter("name cases with --case-id or a sample size with --count")
+        raise KBError(
+            "no cases to add: name cases with --case-id or a sample size with --count (only cases no "
+            "adapter has trained on qualify)"
+        )
     added = services.adapter_store.freeze_cases(chosen, audit=services.audit, actor=_author(None))
     out.print(
         f"added {len(added)} case(s); the frozen evaluation set holds {len(services.adapter_store.frozen_case_ids())}"
     )
+
+
+def _trained_ids(services: Services, version: str) -> list[int]:
+    row = services.adapter_store.get(version)
+    return row["train_case_ids"] + row["replay_case_ids"]
 
 
 @app.command("report")

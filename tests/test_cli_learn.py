@@ -51,11 +51,15 @@ def test_update_adapters_recommend_and_report(run: Cli, tmp_path: Path) -> None:
     assert keys | {"artifact_sha256", "hyperparameters"} <= shown.keys()
     assert len(shown["train_case_ids"]) + len(shown["heldout_case_ids"]) == 24 and shown["knowledge_version"] == 2
 
-    out, _ = run("adapters", "freeze", "--count", "3")
+    _, err = run("adapters", "freeze", "--case-id", str(shown["train_case_ids"][0]), expect=1)
+    assert "were trained on by an adapter" in err
+    out, _ = run("adapters", "freeze", "--count", "3")  # drawn from a1's held-out cases only
     assert "the frozen evaluation set holds 3" in out
     run("ingest", "cases", str(_more_cases(tmp_path)))
     second = run.json("update", "run-once")
     assert second["adapter_version"] == "a2" and second["status"] in ("promoted", "rejected")
+    frozen = run.json("adapters", "show", "a2")["frozen_case_ids"]
+    assert len(frozen) == 3 and set(frozen) <= set(shown["heldout_case_ids"])
     diff = run.json("adapters", "diff", "a1", "a2")
     assert diff["lineage"] == {"a1": None, "a2": "a1"} and "macro_f1" in diff["metrics"]
     assert diff["data"]["train_case_ids"]["shared"] == 0
