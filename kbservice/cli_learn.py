@@ -205,7 +205,7 @@ def adapters_freeze(
     import random
 
     services = state.services
-    trained = {i for a in services.registry.list() for i in _trained_ids(services, a["version"])}
+    trained = {i for a in services.adapter_store.all() for i in a["train_case_ids"] + a["replay_case_ids"]}
     chosen = list(case_ids or [])
     seen = sorted(set(chosen) & trained)
     if seen:
@@ -230,11 +230,6 @@ def adapters_freeze(
     out.print(
         f"added {len(added)} case(s); the frozen evaluation set holds {len(services.adapter_store.frozen_case_ids())}"
     )
-
-
-def _trained_ids(services: Services, version: str) -> list[int]:
-    row = services.adapter_store.get(version)
-    return row["train_case_ids"] + row["replay_case_ids"]
 
 
 @app.command("report")
@@ -309,22 +304,12 @@ def eval_continual(
 
 def _ingest_first_cases(services: Services, folder: Path, cases_file: Path, count: int) -> None:
     """The first `count` cases of a .jsonl case file, ingested as one version (benchmarks)."""
-    from kbservice.ingest.cases import ingest_cases
+    from kbservice.learn.continual import ingest_case_lines
 
     if not cases_file.exists() or cases_file.suffix != ".jsonl":
         raise KBError(f"{cases_file}: the benchmark reads an existing .jsonl case file")
     lines = [line for line in cases_file.read_text(encoding="utf-8").splitlines() if line.strip()][:count]
-    batch = folder / "batch.jsonl"
-    batch.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    ingest_cases(
-        batch,
-        store=services.store,
-        embedder=services.embedder,
-        replica=services.replica,
-        settings=services.settings,
-        author="bench",
-        progress=_progress(),
-    )
+    ingest_case_lines(services, folder / "batch.jsonl", lines, author="bench", progress=_progress())
 
 
 @bench_app.command("training")

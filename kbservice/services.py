@@ -106,11 +106,16 @@ class Services:
         """The adapter a request runs on (the champion unless it names one), loaded and ready. Read per
         request, so a long-lived process picks up a new champion between requests without a restart."""
         version = self.registry.resolve(requested)
-        if version is not None and version not in self._loaded_adapters:
-            # Files are checked against their recorded checksum once, when first loaded.
+        if version is not None:
+            self.load_adapter(version)
+        return version
+
+    def load_adapter(self, version: str) -> None:
+        """Loads a stored adapter into the generator, its files checked against their recorded checksum
+        once, when first loaded (replay and the gate use versions that are not served)."""
+        if version not in self._loaded_adapters:
             self.generator.load_adapter(version, self.registry.verified_path(version))
             self._loaded_adapters.add(version)
-        return version
 
     @cached_property
     def recommender(self) -> Recommender:

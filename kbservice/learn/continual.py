@@ -147,17 +147,23 @@ def _freeze_some(services: Services, count: int, *, seed: int) -> None:
 def _ingest(
     services: Services, path: Path, drafts: Sequence[CaseDraft], *, labeled_by: str, progress: Progress
 ) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for d in drafts:
-            record = {k: v for k, v in asdict(d).items() if v not in (None, [], "")}
-            handle.write(json.dumps(record | {"labeled_by": labeled_by}, ensure_ascii=False) + "\n")
+    lines = [
+        json.dumps({k: v for k, v in asdict(d).items() if v not in (None, [], "")} | {"labeled_by": labeled_by})
+        for d in drafts
+    ]
+    ingest_case_lines(services, path, lines, author="eval-continual", progress=progress)
+
+
+def ingest_case_lines(services: Services, path: Path, lines: Sequence[str], *, author: str, progress: Progress) -> None:
+    """Writes case-format JSON lines to `path` and ingests them as one knowledge version (benchmarks)."""
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     ingest_cases(
         path,
         store=services.store,
         embedder=services.embedder,
         replica=services.replica,
         settings=services.settings,
-        author="eval-continual",
+        author=author,
         progress=progress,
     )
 

@@ -51,20 +51,10 @@ def cross_fitted(examples: Sequence[Example]) -> tuple[Fusion, dict[str, Any]]:
     """The fusion fitted on all `examples`, and metrics of out-of-fold predictions (2-fold cross-fitting;
     in-sample when there are too few cases to split)."""
     usable = [e for e in examples if e.truth]
-    folds = [usable[0::2], usable[1::2]]
+    split = min(len(usable[0::2]), len(usable[1::2])) >= 5
     decisions: list[Decision] = []
-    probabilities: list[tuple[Example, np.ndarray]] = []
-    if min(len(f) for f in folds) >= 5:
-        for fit_on, judge in ((folds[0], folds[1]), (folds[1], folds[0])):
-            fusion = fit(fit_on)
-            probabilities += [(e, fusion.probabilities(e.features.matrix, e.features.names)) for e in judge]
-        fitting = "2-fold cross-fitted"
-    else:
-        fusion = fit(usable)
-        probabilities = [(e, fusion.probabilities(e.features.matrix, e.features.names)) for e in usable]
-        fitting = "in-sample (fewer than 10 cases)"
     nll = []
-    for example, p in probabilities:
+    for example, p in _predictions(usable, split=split):
         top = int(np.argmax(p))
         assert example.case is not None
         decisions.append(
@@ -72,20 +62,28 @@ def cross_fitted(examples: Sequence[Example]) -> tuple[Fusion, dict[str, Any]]:
         )
         nll.append(-float(np.log(max(p[example.truth].sum(), 1e-12))))
     metrics = classification_metrics(decisions) | {"nll": round(float(np.mean(nll)), 4), "cases": len(decisions)}
-    metrics["fitting"] = fitting
+    metrics["fitting"] = "2-fold cross-fitted" if split else "in-sample (fewer than 10 cases)"
     # What the model contributes on its own (its scores with the retrieved context, fitted the same way):
     # the similar-case evidence is shared by both adapters, so this is where an adapter's teaching shows.
-    metrics["model_only_accuracy"] = _model_only_accuracy(folds if fitting.startswith("2-fold") else None, usable)
+    model_only = [
+        int(np.argmax(p)) in e.truth for e, p in _predictions(usable, split=split, names=evidence.LLM_FEATURES)
+    ]
+    metrics["model_only_accuracy"] = round(float(np.mean(model_only)), 4)
     return fit(usable), metrics
 
 
-def _model_only_accuracy(folds: list[list[Example]] | None, usable: Sequence[Example]) -> float:
-    pairs = [(folds[0], folds[1]), (folds[1], folds[0])] if folds else [(list(usable), list(usable))]
-    hits = []
+def _predictions(
+    usable: Sequence[Example], *, split: bool, names: Sequence[str] | None = None
+) -> list[tuple[Example, np.ndarray]]:
+    """Each example with its probabilities from a fusion (of the named features) fitted on the other half
+    of the examples (alternate ones), or on all of them when not `split`."""
+    halves = [list(usable[0::2]), list(usable[1::2])]
+    pairs = [(halves[0], halves[1]), (halves[1], halves[0])] if split else [(list(usable), list(usable))]
+    out = []
     for fit_on, judge in pairs:
-        fusion = fit(fit_on, names=evidence.LLM_FEATURES)
-        hits += [int(np.argmax(fusion.probabilities(e.features.matrix, e.features.names))) in e.truth for e in judge]
-    return round(float(np.mean(hits)), 4)
+        fusion = fit(fit_on, names=names)
+        out += [(e, fusion.probabilities(e.features.matrix, e.features.names)) for e in judge]
+    return out
 
 
 def compare(

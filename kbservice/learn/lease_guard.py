@@ -37,6 +37,13 @@ class HeldLease:
             except Exception:  # a database hiccup: try again at the next beat, the lease still has time
                 continue
 
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
     def check(self) -> None:
         """Raises if the lease was lost: another process may be training now."""
         if self.lost:
@@ -48,11 +55,10 @@ def hold(lease: Lease) -> Iterator[HeldLease]:
     if not lease.acquire():
         raise LeaseBusyError(f"another process ({lease.holder_now()}) is running an update cycle")
     held = HeldLease(lease)
-    held._thread.start()
+    held.start()
     try:
         yield held
     finally:
-        held._stop.set()
-        held._thread.join()
+        held.stop()
         if not held.lost:
             lease.release()

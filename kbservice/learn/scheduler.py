@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kbservice.config import LearnSettings
@@ -53,7 +52,6 @@ def run_scheduler(
     *,
     max_cycles: int | None = None,
     run_now: bool = False,
-    on_result: Callable[[dict[str, Any]], None] = lambda report: None,
 ) -> int:
     """Blocks, running cycles on the configured schedule until stopped (or after `max_cycles` ticks).
     Returns the number of ticks."""
@@ -69,13 +67,10 @@ def run_scheduler(
         try:
             report = run_once_with_lease(services, holder=holder)
             log.info("update run %s: %s (%s)", report["run_id"], report["status"], report["reason"])
-            on_result(report)
         except LeaseBusyError as busy:
             log.info("tick skipped: %s", busy)
-            on_result({"status": "busy", "reason": str(busy)})
         except Exception:  # a failed cycle is recorded as a failed run; the scheduler keeps going
             log.exception("update cycle failed")
-            on_result({"status": "failed"})
         with lock:
             ticks += 1
             if max_cycles is not None and ticks >= max_cycles:

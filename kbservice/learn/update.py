@@ -208,9 +208,10 @@ def _train_and_judge(
         if lease:
             lease.check()
         checksum, archive = registry.publish(adapter_version)
+        # The candidate's row has no checksum until it is final: load it from the files just published.
         base.load_adapter(adapter_version, registry.path(adapter_version))
         if champion:
-            base.load_adapter(champion, registry.verified_path(champion))
+            services.load_adapter(champion)
 
         stage = time.perf_counter()
         gate_cases = [judged[c.case_id] for c in heldout + frozen]

@@ -62,10 +62,6 @@ class TransformersGenerator:
             self._adapters.add(version)
             self._activate(self._active)  # loading may switch the active adapter; restore it
 
-    @property
-    def loaded_adapters(self) -> set[str]:
-        return set(self._adapters)
-
     def _activate(self, adapter: str | None) -> None:
         """Makes `adapter` (None: the base model) the one that runs. Call with the lock held."""
         if adapter is not None and adapter not in self._adapters:

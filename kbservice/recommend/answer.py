@@ -141,7 +141,7 @@ def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayR
     request = replace(RecommendationRequest(**fields), as_of=provenance["knowledge_version"])
     adapter = provenance["adapter_version"]
     if adapter is not None:  # the adapter it ran on, whatever the champion is now (rows are immutable)
-        services.generator.load_adapter(adapter, services.registry.verified_path(adapter))
+        services.load_adapter(adapter)
     recorded = RetrievalRecord.from_json(stored["request"]["retrieval"])
     fusion, calibration_id = fusion_for(services, mode=request.mode, calibration_id=provenance["calibration_id"])
     replayed, _ = services.recommender.answer(
