@@ -145,10 +145,7 @@ def ingest_guidelines_command(
     services = state.services
     report = ingest_guidelines(
         paths,
-        store=services.store,
-        embedder=services.embedder,
-        replica=services.replica,
-        settings=state.settings,
+        **services.ingest_targets(),
         source=source,
         author=_author(author),
         message=message,
@@ -462,4 +459,5 @@ def main() -> None:
 
 # Commands for cases, recommendations, their audit/evaluation and the learning loop register themselves here.
 import kbservice.cli_learn  # noqa: E402
-import kbservice.cli_recommend  # noqa: E402, F401
+import kbservice.cli_recommend  # noqa: E402
+import kbservice.cli_serve  # noqa: E402, F401

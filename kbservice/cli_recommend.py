@@ -78,10 +78,7 @@ def ingest_cases_command(
     services = state.services
     report = ingest_cases(
         path,
-        store=services.store,
-        embedder=services.embedder,
-        replica=services.replica,
-        settings=state.settings,
+        **services.ingest_targets(),
         labeled_by=labeled_by,
         author=_author(author),
         progress=_progress(),
@@ -277,10 +274,7 @@ def eval_diagnosis(
         with _temporary_services() as (services, _):
             ingest_cases(
                 train,
-                store=services.store,
-                embedder=services.embedder,
-                replica=services.replica,
-                settings=services.settings,
+                **services.ingest_targets(),
                 author="eval",
                 progress=_progress(),
             )

@@ -113,6 +113,15 @@ class LearnSettings(BaseModel):
     lease_seconds: float = Field(600, gt=1)  # a cycle's lease; renewed while it runs
 
 
+class ApiSettings(BaseModel):
+    """The HTTP service (`kbservice serve`)."""
+
+    async_ingest_bytes: int = Field(262_144, ge=0)  # uploads larger than this are ingested as a background job
+    max_upload_mb: float = Field(50, gt=0)  # per request
+    job_threads: int = Field(2, ge=1)  # background jobs run on this many threads per worker
+    watch_champion_s: float = Field(2.0, gt=0)  # how often a worker looks for a new champion adapter
+
+
 class Settings(BaseSettings):
     """Every tunable of the service. Precedence: arguments > KB_* env > KB_CONFIG file > default.toml."""
 
@@ -128,6 +137,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     recommend: RecommendSettings = RecommendSettings()
     learn: LearnSettings = LearnSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

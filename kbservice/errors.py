@@ -62,3 +62,19 @@ class UnknownRecommendationError(KBError):
 
 class InvalidRequestError(KBError):
     """A recommendation request that cannot be answered as given (empty, too long, not text)."""
+
+
+class DuplicateKeyNameError(KBError):
+    pass
+
+
+class UnknownKeyError(KBError):
+    pass
+
+
+class UnknownJobError(KBError):
+    pass
+
+
+class ConflictError(KBError):
+    """The request conflicts with the current state (e.g. nothing to roll back to, a cycle already running)."""

@@ -129,7 +129,10 @@ class Retriever:
 
     def _embed(self, query: str) -> np.ndarray:
         """The query's vector; a recommendation searches guidelines and cases with one query, so the last
-        vector is kept (one entry: no growth, no staleness)."""
-        if self._last_query is None or self._last_query[0] != query:
-            self._last_query = (query, self.embedder.encode([query])[0])
-        return self._last_query[1]
+        vector is kept (one entry: no growth, no staleness). Read once into a local: concurrent requests
+        replace the entry, and must each get their own query's vector."""
+        last = self._last_query
+        if last is None or last[0] != query:
+            last = (query, self.embedder.encode([query])[0])
+            self._last_query = last
+        return last[1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kbservice.audit import AuditLog
 from kbservice.config import Settings
@@ -12,8 +12,10 @@ from kbservice.db.adapter_store import AdapterStore
 from kbservice.db.audit_log import AuditLogStore
 from kbservice.db.case_store import CaseStore
 from kbservice.db.recommendation_store import RecommendationStore
+from kbservice.db.service_store import ApiKeyStore, IdempotencyStore, JobStore
 from kbservice.index.embedder import SentenceTransformerEmbedder
 from kbservice.index.protocols import Embedder
+from kbservice.index.query_batching import BatchingEmbedder
 from kbservice.index.replica import IndexReplica
 from kbservice.learn.registry import AdapterRegistry
 from kbservice.llm.protocols import Generator
@@ -70,8 +72,12 @@ class Services:
 
     @cached_property
     def retriever(self) -> Retriever:
+        # Queries from concurrent requests are encoded in shared batches (ingest encodes its own batches).
         return Retriever(
-            store=self.store, embedder=self.embedder, replica=self.replica, settings=self.settings.retrieval
+            store=self.store,
+            embedder=BatchingEmbedder(self.embedder),
+            replica=self.replica,
+            settings=self.settings.retrieval,
         )
 
     @cached_property
@@ -81,6 +87,18 @@ class Services:
     @cached_property
     def recommendations(self) -> RecommendationStore:
         return RecommendationStore(self.engine)
+
+    @cached_property
+    def key_store(self) -> ApiKeyStore:
+        return ApiKeyStore(self.engine)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        return IdempotencyStore(self.engine)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        return JobStore(self.engine)
 
     @cached_property
     def base_model(self) -> BaseModel:
@@ -126,6 +144,11 @@ class Services:
             settings=self.settings.recommend,
             max_chars=self.settings.ingest.max_case_field_chars,
         )
+
+    def ingest_targets(self) -> dict[str, Any]:
+        """The keyword arguments every ingest function takes: the store it writes, the embedder, the index
+        replica it updates and the settings it follows."""
+        return {"store": self.store, "embedder": self.embedder, "replica": self.replica, "settings": self.settings}
 
     def index_build(self) -> str:
         """Names the index build now serving (provenance)."""

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from kbservice.db.engine import write_transaction
 from kbservice.db.schema import adapter_aliases, adapters, cases, frozen_eval_cases, update_runs
-from kbservice.errors import KBError, UnknownAdapterError
+from kbservice.errors import ConflictError, KBError, UnknownAdapterError
 
 if TYPE_CHECKING:
     from kbservice.audit import AuditLog
@@ -131,7 +131,9 @@ class AdapterStore:
             if row is None:
                 raise UnknownAdapterError(f"adapter version {version!r} does not exist; see `kbservice adapters list`")
             if row.status != "promoted":
-                raise KBError(f"adapter {version} is {row.status}: only versions that passed the gate can be promoted")
+                raise ConflictError(
+                    f"adapter {version} is {row.status}: only versions that passed the gate can be promoted"
+                )
             self._move_champion(conn, version, audit=audit, actor=actor, reason=reason)
 
     def rollback(self, *, audit: AuditLog, actor: str, reason: str) -> tuple[str | None, str | None]:
@@ -140,9 +142,11 @@ class AdapterStore:
             current = self._alias(conn, "champion")
             previous = self._alias(conn, "previous")
             if current is None and previous is None:
-                raise KBError("nothing to roll back: no adapter has been promoted")
+                raise ConflictError("nothing to roll back: no adapter has been promoted")
             if current == previous:
-                raise KBError(f"nothing to roll back: champion and previous are both {current or 'the base model'}")
+                raise ConflictError(
+                    f"nothing to roll back: champion and previous are both {current or 'the base model'}"
+                )
             self._set_alias(conn, "champion", previous)
             self._set_alias(conn, "previous", current)
             audit.record(
@@ -156,7 +160,7 @@ class AdapterStore:
     def _move_champion(self, conn: Connection, version: str, *, audit: AuditLog, actor: str, reason: str) -> None:
         current = self._alias(conn, "champion")
         if current == version:
-            raise KBError(f"adapter {version} is already the champion")
+            raise ConflictError(f"adapter {version} is already the champion")
         self._set_alias(conn, "previous", current)
         self._set_alias(conn, "champion", version)
         audit.record(

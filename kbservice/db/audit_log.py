@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from sqlalchemy import Connection, Engine, insert, select
 
@@ -51,21 +51,35 @@ class AuditLogStore:
         conn.execute(insert(audit_log).values(**row))
         return AuditEntry(**row)
 
-    def entries(self, *, after_seq: int = 0, limit: int | None = None, batch_size: int = 1000) -> Iterator[AuditEntry]:
-        """Rows in seq order after `after_seq`, read in batches (at most `limit` rows)."""
+    def entries(
+        self,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        batch_size: int = 1000,
+        kinds: Sequence[str] | None = None,
+    ) -> Iterator[AuditEntry]:
+        """Rows in seq order after `after_seq` (only of `kinds` if given), read in batches (at most `limit`)."""
         yielded = 0
         while limit is None or yielded < limit:
             take = batch_size if limit is None else min(batch_size, limit - yielded)
+            query = select(audit_log).where(audit_log.c.seq > after_seq)
+            if kinds is not None:
+                query = query.where(audit_log.c.kind.in_(list(kinds)))
             with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(audit_log).where(audit_log.c.seq > after_seq).order_by(audit_log.c.seq).limit(take)
-                ).all()
+                rows = conn.execute(query.order_by(audit_log.c.seq).limit(take)).all()
             if not rows:
                 return
             for row in rows:
                 yield AuditEntry(**row._asdict())
             after_seq = rows[-1].seq
             yielded += len(rows)
+
+    def latest(self, *, kinds: Sequence[str], limit: int) -> list[AuditEntry]:
+        """The newest `limit` rows of `kinds`, newest first."""
+        query = select(audit_log).where(audit_log.c.kind.in_(list(kinds))).order_by(audit_log.c.seq.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [AuditEntry(**row._asdict()) for row in conn.execute(query)]
 
     def entry(self, seq: int) -> AuditEntry | None:
         with self.engine.connect() as conn:

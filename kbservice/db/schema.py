@@ -248,3 +248,43 @@ frozen_eval_cases = Table(
     Column("added_at", DateTime(timezone=True), nullable=False),
     Column("added_by", String(200), nullable=False),
 )
+
+# API keys: only a sha256 of each key is stored (keys are 256-bit random, so a slow hash adds nothing);
+# a revoked key keeps its row so the audit log's key names stay meaningful.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("key_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+# Idempotency-Key records of POST routes: the first request's body hash and, once done, its response.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(300), primary_key=True),  # route + caller key name + the client's key
+    Column("request_sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # running | done
+    Column("response_status", Integer),
+    Column("response_body", JSON),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Background jobs of the API (large ingests, update cycles): any worker process can report on any job.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("created_by", String(100), nullable=False),
+    Column("result", JSON),
+    Column("error", JSON),
+)

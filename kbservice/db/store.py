@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, func, insert, not_, or_, select, update
@@ -400,10 +400,23 @@ class KnowledgeStore:
             raise UnknownDocumentError(f"document {document_id} does not exist; see `kbservice documents`")
         return _document_info(row)
 
+    def document_chunks(self, document_id: int) -> list[dict[str, Any]]:
+        """The document's chunks in order (id, heading path, text, content hash), for reading a cited passage."""
+        self.document(document_id)  # a clear error for an unknown document
+        query = (
+            select(chunks.c.id, chunks.c.heading_path, chunks.c.text, chunks.c.content_hash)
+            .where(chunks.c.document_id == document_id)
+            .order_by(chunks.c.ordinal)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
     def diff(self, from_version: int, to_version: int) -> VersionDiff:
-        """Documents and chunks valid at `to_version` but not `from_version` (added), and the reverse."""
-        self.version(from_version)
-        self.version(to_version)
+        """Documents and chunks valid at `to_version` but not `from_version` (added), and the reverse.
+        Version 0 is the empty knowledge base before version 1."""
+        for version in (from_version, to_version):
+            if version != 0:
+                self.version(version)
         with self.engine.connect() as conn:
             docs_from = self._doc_summaries(conn, from_version)
             docs_to = self._doc_summaries(conn, to_version)

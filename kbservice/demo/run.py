@@ -33,10 +33,7 @@ def run_demo(services: Services, *, console: Console, progress: Progress, author
     with as_file(files("kbservice.demo") / "guidelines") as folder:
         report = ingest_guidelines(
             [folder],
-            store=services.store,
-            embedder=services.embedder,
-            replica=services.replica,
-            settings=services.settings,
+            **services.ingest_targets(),
             source=DEMO_SOURCE,
             author=author,
             message="starter knowledge base",
@@ -82,10 +79,7 @@ def _ingest_demo_cases(services: Services, *, console: Console, progress: Progre
     with as_file(files("kbservice.demo") / "cases.jsonl") as path:
         report = ingest_cases(
             path,
-            store=services.store,
-            embedder=services.embedder,
-            replica=services.replica,
-            settings=services.settings,
+            **services.ingest_targets(),
             labeled_by="kbservice demo",
             author=author,
             progress=progress,

@@ -18,7 +18,7 @@ from typing import Any
 
 from kbservice.config import Settings
 from kbservice.db.store import KnowledgeStore
-from kbservice.errors import IngestError
+from kbservice.errors import DuplicateIdentityError, IngestError
 from kbservice.index.protocols import Embedder
 from kbservice.index.replica import IndexReplica
 from kbservice.ingest import deid
@@ -297,7 +297,7 @@ def ingest_cases(
     drafts = parse_case_file(path, labeled_by=labeled_by, max_chars=settings.ingest.max_case_field_chars)
     stored = store.live_content_hashes([f"case:{d.id}" for d in drafts])
     if stored:
-        raise IngestError([(key, "already stored; case ids are unique and cases are never replaced") for key in stored])
+        raise DuplicateIdentityError(sorted(stored))
     timings = {"parse_s": time.perf_counter() - started}
     stage = time.perf_counter()
     with progress.task("De-identifying cases", total=len(drafts)) as advance:

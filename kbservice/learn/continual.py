@@ -159,10 +159,7 @@ def ingest_case_lines(services: Services, path: Path, lines: Sequence[str], *, a
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     ingest_cases(
         path,
-        store=services.store,
-        embedder=services.embedder,
-        replica=services.replica,
-        settings=services.settings,
+        **services.ingest_targets(),
         author=author,
         progress=progress,
     )

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from kbservice.db.lease import Lease
-from kbservice.errors import KBError
+from kbservice.errors import ConflictError, KBError
 
 UPDATE_LEASE = "learn.update"
 
 
-class LeaseBusyError(KBError):
+class LeaseBusyError(ConflictError):
     pass
 
 

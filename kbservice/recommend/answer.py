@@ -17,6 +17,7 @@ from kbservice.recommend.fusion import Fusion
 from kbservice.recommend.prompts import PROMPT_VERSION
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.recommend.sources import RetrievalRecord
+from kbservice.recommend.treatment import Listener
 
 if TYPE_CHECKING:
     from kbservice.services import Services
@@ -49,10 +50,16 @@ def fusion_for(
 
 
 def recommend(
-    services: Services, request: RecommendationRequest, *, actor: str, with_treatment: bool = True
+    services: Services,
+    request: RecommendationRequest,
+    *,
+    actor: str,
+    with_treatment: bool = True,
+    listener: Listener | None = None,
 ) -> dict[str, Any]:
     """Answers `request`, stores it with an audit row, and returns the response. The adapter (the champion
-    unless the request names one) is fixed when the request starts and used for all of it."""
+    unless the request names one) is fixed when the request starts and used for all of it. `listener` hears
+    the answer as it forms (for streaming); the stored answer is the same either way."""
     recommender = services.recommender
     clean = recommender.clean_request(request)
     adapter = services.serving_adapter(clean.adapter)
@@ -64,6 +71,7 @@ def recommend(
         index_build=services.index_build(),
         with_treatment=with_treatment,
         adapter=adapter,
+        listener=listener,
     )
     stored_request = clean.to_json() | {"with_treatment": with_treatment, "retrieval": retrieval.to_json()}
     services.recommendations.save(

@@ -32,7 +32,7 @@ from kbservice.recommend.prompts import (
 )
 from kbservice.recommend.request import Mode, RecommendationRequest, clean_request
 from kbservice.recommend.sources import RetrievalRecord, Source, number_sources, treatment_sources
-from kbservice.recommend.treatment import TreatmentPlan, TreatmentPlanner
+from kbservice.recommend.treatment import Listener, TreatmentPlan, TreatmentPlanner
 from kbservice.retrieve import Retriever
 
 DIFFERENTIAL_SIZE = 5
@@ -211,13 +211,17 @@ class Recommender:
         recommendation_id: str | None = None,
         recorded: RetrievalRecord | None = None,
         adapter: str | None = None,
+        listener: Listener | None = None,
     ) -> tuple[dict[str, Any], RetrievalRecord]:
         """The response for an already cleaned request (see `clean_request`), not yet stored, and the
         retrieval it came from (`recorded`: recompute from that retrieval instead of searching). Every model
-        call uses `adapter` (None: the base model), fixed for the whole request."""
+        call uses `adapter` (None: the base model), fixed for the whole request. `listener` hears the
+        differential as soon as it is decided, then the treatment plan as it is generated."""
         started = time.perf_counter()
         feats = self.features(request, recorded=recorded, adapter=adapter)
         differential, reason = self.decide(feats, fusion, mode=request.mode)
+        if listener is not None:
+            listener("differential", {"differential": differential, "abstained": reason is not None, "reason": reason})
         top = differential[0]
         treatment: dict[str, Any] = {"plan": "", "citations": [], "sentences": [], "note": None}
         timings = dict(feats.timings)
@@ -229,6 +233,7 @@ class Recommender:
                 sources=feats.sources,
                 retrieval=feats.retrieval,
                 adapter=adapter,
+                listener=listener,
             ).to_json()
             timings["treatment_s"] = time.perf_counter() - stage
         elif reason is not None:
@@ -293,6 +298,7 @@ class Recommender:
         sources: list[Source],
         retrieval: RetrievalRecord | None = None,
         adapter: str | None = None,
+        listener: Listener | None = None,
     ) -> TreatmentPlan:
         """A cited plan for `diagnosis` from guideline passages about treating it (retrieved at `version`,
         or taken from `retrieval.treatment` when recorded; appended to `sources`, numbered on) and the
@@ -305,5 +311,9 @@ class Recommender:
         hits = self.retriever.store.hits([tuple(row) for row in retrieval.treatment])
         chosen = treatment_sources(diagnosis, hits, sources)
         return self.planner.plan(
-            diagnosis, [s.treatment_view() for s in chosen], allowed_ids={s.id for s in sources}, adapter=adapter
+            diagnosis,
+            [s.treatment_view() for s in chosen],
+            allowed_ids={s.id for s in sources},
+            adapter=adapter,
+            listener=listener,
         )

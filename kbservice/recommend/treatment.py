@@ -8,6 +8,7 @@ the source's own most treatment-bearing sentence, and the plan says which senten
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +21,9 @@ from kbservice.recommend.citations import (
     strip_unknown_citations,
 )
 from kbservice.recommend.prompts import TREATMENT_SYSTEM, PromptSource, treatment_message
+
+# Receives progress events of a recommendation as they happen: (kind, data). Used to stream answers.
+Listener = Callable[[str, dict[str, Any]], None]
 
 _TREATMENT_CUES = re.compile(
     r"\b(treat\w*|therap\w*|first[- ]line|manage\w*|prescri\w*|dose|mg|give|start|offer|recommend\w*|"
@@ -66,10 +70,17 @@ class TreatmentPlanner:
         self.settings = settings
 
     def plan(
-        self, diagnosis: str, sources: list[PromptSource], *, allowed_ids: set[str], adapter: str | None = None
+        self,
+        diagnosis: str,
+        sources: list[PromptSource],
+        *,
+        allowed_ids: set[str],
+        adapter: str | None = None,
+        listener: Listener | None = None,
     ) -> TreatmentPlan:
         """A plan for `diagnosis` from `sources` (guideline treatment passages first, then the treatments
-        of similar cases). Deterministic: greedy decoding."""
+        of similar cases). Deterministic: greedy decoding. With `listener`, the generated text is reported as
+        it is produced (`plan_text`) and each finished sentence as it is decided (`plan_sentence`)."""
         if not sources:
             return TreatmentPlan(diagnosis=diagnosis, note="no retrieved source describes a treatment")
         sentences: list[PlanSentence] = []
@@ -79,9 +90,7 @@ class TreatmentPlanner:
                 treatment_message(diagnosis, source, passage_chars=self.settings.passage_chars),
                 system=TREATMENT_SYSTEM,
             )
-            raw = self.generator.generate(
-                prompt, max_new_tokens=self.settings.treatment_max_new_tokens, adapter=adapter
-            )
+            raw = self._generate(prompt, source_id=source.id, adapter=adapter, listener=listener)
             text, removed = strip_unknown_citations(first_sentence(raw), allowed_ids)
             stripped.extend(removed)
             # Any marker the model wrote is replaced by the true one: the sentence came from this source.
@@ -91,7 +100,20 @@ class TreatmentPlanner:
                 text, method = extract_treatment_sentence(source.text, diagnosis), "extracted"
             if text and all(text != s.text for s in sentences):
                 sentences.append(PlanSentence(text=text, citations=[source.id], method=method))
+                if listener is not None:
+                    listener("plan_sentence", asdict(sentences[-1]))
         return TreatmentPlan(diagnosis=diagnosis, sentences=sentences, stripped_citations=stripped)
+
+    def _generate(self, prompt: str, *, source_id: str, adapter: str | None, listener: Listener | None) -> str:
+        max_new_tokens = self.settings.treatment_max_new_tokens
+        if listener is None:
+            return self.generator.generate(prompt, max_new_tokens=max_new_tokens, adapter=adapter)
+        pieces = []
+        for piece in self.generator.stream(prompt, max_new_tokens=max_new_tokens, adapter=adapter):
+            pieces.append(piece)
+            if piece:
+                listener("plan_text", {"source": source_id, "text": piece})
+        return "".join(pieces)
 
 
 def extract_treatment_sentence(text: str, diagnosis: str) -> str:

@@ -1,0 +1,108 @@
+"""The FastAPI application: one Services per worker process, warmed before the first request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from kbservice import __version__
+from kbservice.api import problems
+from kbservice.api.jobs import JobRunner
+from kbservice.api.middleware import API_PREFIX, RequestBookkeeping
+from kbservice.api.routes import api_keys, audit, cases, knowledge, learning, operations, recommendations
+from kbservice.api.schemas import CaseIn
+from kbservice.config import Settings, load_settings
+from kbservice.services import Services, build_services
+
+log = logging.getLogger(__name__)
+
+
+def warm(services: Services, *, model_loaded: threading.Event) -> None:
+    """Builds every shared part once, before requests arrive (the parts are then only read concurrently):
+    database, index (caught up with SQL), embedder, language model and the champion adapter."""
+    for part in (
+        "store",
+        "audit",
+        "key_store",
+        "idempotency",
+        "jobs",
+        "case_store",
+        "recommendations",
+        "adapter_store",
+        "registry",
+        "embedder",
+        "replica",
+        "retriever",
+    ):
+        getattr(services, part)
+    services.replica.catch_up()
+    services.embedder.encode(["warm up"])
+    services.generator  # noqa: B018 - loads the model
+    services.recommender  # noqa: B018
+    model_loaded.set()
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    """The app for `settings` (default: from files and KB_* environment). Pass `services` to share one."""
+    built = services or build_services(settings or load_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from kbservice.learn.hot_swap import ChampionWatcher
+
+        await run_in_threadpool(warm, built, model_loaded=app.state.model_loaded)
+        watcher = ChampionWatcher(built, interval_s=built.settings.api.watch_champion_s)
+        await run_in_threadpool(watcher.start)
+        try:
+            yield
+        finally:
+            watcher.stop()
+            app.state.jobs.shutdown()
+            if services is None:
+                built.close()
+
+    app = FastAPI(
+        title="kbservice",
+        version=__version__,
+        summary="A versioned medical knowledge base with cited, calibrated, audited recommendations "
+        "(demonstration software, not a medical device).",
+        lifespan=lifespan,
+    )
+    app.state.services = built
+    app.state.jobs = JobRunner(built, threads=built.settings.api.job_threads)
+    app.state.model_loaded = threading.Event()
+    problems.install(app)
+    for module in (knowledge, cases, recommendations, learning, audit, api_keys, operations):
+        app.include_router(module.router, prefix=API_PREFIX)
+    from kbservice.api import web
+
+    app.include_router(web.router)
+    app.add_middleware(RequestBookkeeping)
+    _document_extra_schemas(app)
+    return app
+
+
+def _document_extra_schemas(app: FastAPI) -> None:
+    """Adds schemas that routes reference by hand (`POST /cases` parses its own body) to the OpenAPI."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.setdefault("CaseIn", CaseIn.model_json_schema(ref_template="#/components/schemas/{model}"))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app_from_environment() -> FastAPI:
+    """The factory `kbservice serve` hands to uvicorn: each worker builds its own app from the environment."""
+    return create_app(load_settings())

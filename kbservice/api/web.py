@@ -1,0 +1,186 @@
+"""The auditors' web page: server-rendered HTML over the same functions as the API, signed in with an API key.
+
+The key is kept in an HTTP-only, same-site cookie and checked on every page exactly as a bearer key is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from kbservice import keys
+from kbservice.api.auth import COOKIE_NAME, Principal
+from kbservice.api.charts import bar_chart, line_chart
+from kbservice.api.problems import Problem
+from kbservice.services import Services
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+_CHART_METRICS = ("macro_f1", "accuracy", "model_only_accuracy")
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _signed_in(request: Request) -> Principal | None:
+    key = request.cookies.get(COOKIE_NAME)
+    record = keys.authenticate(_services(request), key) if key else None
+    if record is None:
+        return None
+    request.state.actor = record.name
+    return Principal(record.name, record.role)
+
+
+def _page(request: Request, template: str, permission: str, *more: str, **context: Any) -> Response:
+    """Renders `template` for a signed-in key whose role has one of the permissions; else the sign-in page
+    (no key) or 403 (a key without the role)."""
+    principal = _signed_in(request)
+    if principal is None:
+        return templates.TemplateResponse(
+            request, "login.html", {"title": "Sign in", "principal": None}, status_code=401
+        )
+    if not any(keys.allows(principal.role, p) for p in (permission, *more)):
+        raise Problem(403, "forbidden", "Forbidden", f"role {principal.role!r} may not view this page")
+    data = context.pop("load")() if "load" in context else {}
+    return templates.TemplateResponse(request, template, {"principal": principal, **context, **data})
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> Response:
+    services = _services(request)
+    return _page(
+        request,
+        "versions.html",
+        keys.READ,
+        title="Versions",
+        load=lambda: {"versions": [v.to_json() for v in services.store.versions()]},
+    )
+
+
+@router.post("/ui/login")
+def login(request: Request, key: Annotated[str, Form()]) -> Response:
+    record = keys.authenticate(_services(request), key.strip())
+    if record is None:
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"title": "Sign in", "principal": None, "error": "Unknown or revoked key."},
+            status_code=401,
+        )
+    request.state.actor = record.name
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE_NAME, key.strip(), httponly=True, samesite="strict", path="/")
+    return response
+
+
+@router.get("/ui/logout")
+def logout() -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+@router.get("/ui/versions/{version}", response_class=HTMLResponse)
+def version_page(request: Request, version: int) -> Response:
+    store = _services(request).store
+
+    def load() -> dict[str, Any]:
+        info = store.version(version)
+        return {
+            "info": info.to_json(),
+            "diff": store.diff(info.parent or 0, info.version).to_json(),
+            "documents": [d.to_json() for d in store.documents(as_of=info.version)],
+        }
+
+    return _page(request, "version.html", keys.READ, title=f"Version {version}", load=load)
+
+
+@router.get("/ui/documents/{document_id}", response_class=HTMLResponse)
+def document_page(request: Request, document_id: int) -> Response:
+    store = _services(request).store
+    doc = store.document(document_id)
+    # A case is a patient record: only roles that may see cases may read it.
+    needed = (keys.RECOMMEND, keys.AUDIT) if doc.source_key.startswith("case:") else (keys.READ,)
+    return _page(
+        request,
+        "document.html",
+        *needed,
+        title=doc.title,
+        load=lambda: {"doc": doc.to_json(), "chunks": store.document_chunks(document_id)},
+    )
+
+
+@router.get("/ui/adapters", response_class=HTMLResponse)
+def adapters_page(request: Request) -> Response:
+    services = _services(request)
+
+    def load() -> dict[str, Any]:
+        adapters = services.registry.list()
+        judged = [a for a in adapters if a["metrics"]]
+        chart = line_chart(
+            {m: [a["metrics"].get(m) for a in judged] for m in _CHART_METRICS},
+            [a["version"] for a in judged],
+            title="Gate metrics per adapter version (held-out + frozen cases)",
+        )
+        history = [
+            e.to_json() for e in services.audit.store.latest(kinds=("adapter.promote", "adapter.rollback"), limit=200)
+        ]
+        return {"adapters": adapters, "chart": chart, "history": history, "aliases": _aliases(services)}
+
+    return _page(request, "adapters.html", keys.READ, title="Adapters", load=load)
+
+
+def _aliases(services: Services) -> dict[str, str | None]:
+    aliases = services.adapter_store.aliases()
+    return {"champion": aliases.get("champion"), "previous": aliases.get("previous")}
+
+
+@router.get("/ui/adapters/{version}", response_class=HTMLResponse)
+def adapter_page(request: Request, version: str) -> Response:
+    services = _services(request)
+
+    def load() -> dict[str, Any]:
+        shown = services.registry.show(version)
+        compared = (shown.get("report") or {}).get("metrics") or {}
+        groups = {
+            name: {m: values[m] for m in _CHART_METRICS if isinstance(values.get(m), int | float)}
+            for name, values in compared.items()
+            if isinstance(values, dict)
+        } or {version: {m: v for m, v in (shown["metrics"] or {}).items() if m in _CHART_METRICS}}
+        return {"a": shown, "chart": bar_chart(groups, title=f"{version}: candidate vs champion at its gate")}
+
+    return _page(request, "adapter.html", keys.READ, title=f"Adapter {version}", load=load)
+
+
+@router.get("/ui/recommendations", response_class=HTMLResponse)
+def recommendations_page(request: Request) -> Response:
+    services = _services(request)
+
+    def load() -> dict[str, Any]:
+        return {"entries": [e.to_json() for e in services.audit.store.latest(kinds=("recommendation",), limit=50)]}
+
+    return _page(request, "recommendations.html", keys.AUDIT, title="Recommendations", load=load)
+
+
+@router.get("/ui/recommendations/lookup")
+def recommendation_lookup(id: str) -> Response:
+    return RedirectResponse(f"/ui/recommendations/{id.strip()}", status_code=303)
+
+
+@router.get("/ui/recommendations/{recommendation_id}", response_class=HTMLResponse)
+def recommendation_page(request: Request, recommendation_id: str) -> Response:
+    from kbservice.recommend.answer import show
+
+    services = _services(request)
+    return _page(
+        request,
+        "recommendation.html",
+        keys.AUDIT,
+        title=recommendation_id,
+        load=lambda: {"shown": show(services, recommendation_id)},
+    )

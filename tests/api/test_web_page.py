@@ -1,0 +1,119 @@
+"""The auditors' web page in a real headless Chromium (Debian's `chromium`, driven by Playwright): sign in
+with a key, walk version -> diff -> document, adapter -> metrics chart, recommendation -> cited passage.
+Screenshots go to test-artifacts/web/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import LiveServer
+from tests.conftest import REPO_ROOT
+
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "web"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI (.ci/run installs the Debian package)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def audited(live: LiveServer) -> dict[str, str]:
+    """An adapter judged by the gate and a recommendation to audit."""
+    from kbservice.learn.scheduler import run_once_with_lease
+
+    services = live.services
+    services.settings.learn.min_new_cases = 5
+    report = run_once_with_lease(services, holder="web-test")
+    assert report["adapter_version"], report
+    with live.client("clinician") as client:
+        answer = client.post(
+            "/v1/recommendations", json={"findings": "Wheeze and night cough; FEV1 up 15% after salbutamol."}
+        )
+    assert answer.status_code == 200, answer.text
+    return {"adapter": report["adapter_version"], "recommendation": answer.json()["id"]}
+
+
+def shot(page, name: str, database: str) -> Path:  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{database}-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000
+    return path
+
+
+def test_auditor_walks_versions_adapters_and_provenance(
+    live: LiveServer,
+    browser,
+    audited: dict[str, str],
+    request: pytest.FixtureRequest,  # type: ignore[no-untyped-def]
+) -> None:
+    database = "postgresql" if "postgresql" in request.node.callspec.id else "sqlite"
+    page = browser.new_page()
+    page.goto(live.url + "/")
+    assert page.title().startswith("Sign in")
+    page.fill("#key", "kb_wrong")
+    page.click("#sign-in")
+    assert "Unknown or revoked key" in page.content()
+    page.fill("#key", live.keys["auditor"])
+    page.click("#sign-in")
+
+    # A version, its diff, a document it added.
+    page.click("#version-1")
+    assert page.locator("h1").inner_text() == "Version 1"
+    added = page.locator("#diff li.added a")
+    assert added.count() == 8
+    shot(page, "version", database)
+    title = added.first.inner_text()
+    added.first.click()
+    assert page.locator("h1").inner_text() == title
+    assert page.locator(".passage").count() >= 1
+    shot(page, "document", database)
+
+    # An adapter and its metrics chart.
+    page.click("text=Adapters")
+    page.click(f"#adapters a:text-is('{audited['adapter']}')")
+    chart = page.locator("#metrics-chart svg")
+    assert chart.is_visible() and chart.locator("rect").count() >= 2
+    shot(page, "adapter", database)
+
+    # A recommendation's provenance and one cited passage in its document.
+    page.click("text=Recommendations")
+    page.click(f"#recommendations a:text-is('{audited['recommendation']}')")
+    assert page.locator("h1").inner_text() == audited["recommendation"]
+    assert page.locator("#provenance").inner_text().count("knowledge_version") == 1
+    shot(page, "recommendation", database)
+    link = page.locator("a.passage-link").first
+    chunk = link.get_attribute("href").split("#chunk-")[1]
+    link.click()
+    cited = page.locator(f"#chunk-{chunk}")
+    assert cited.is_visible()
+    assert cited.evaluate("element => element.matches(':target')")
+    shot(page, "cited-passage", database)
+    page.close()
+
+
+def test_a_reader_cannot_open_provenance(live: LiveServer, browser, audited: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(live.url + "/")
+    page.fill("#key", live.keys["reader"])
+    page.click("#sign-in")
+    response = page.goto(f"{live.url}/ui/recommendations/{audited['recommendation']}")
+    assert response.status == 403
+    context.close()
