@@ -263,7 +263,7 @@ class AliasChange(BaseModel):
 
 class UpdateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(None, max_length=500, description="Recorded with the run.")
+    reason: str | None = Field(None, max_length=500, description="Recorded in the audit log with the job id.")
 
 
 # ----- audit and operations ---------------------------------------------------------------------------

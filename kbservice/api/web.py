@@ -103,6 +103,8 @@ def version_page(request: Request, version: int) -> Response:
 @router.get("/ui/documents/{document_id}", response_class=HTMLResponse)
 def document_page(request: Request, document_id: int) -> Response:
     store = _services(request).store
+    if _signed_in(request) is None:  # before looking the document up: its existence is not public
+        return _page(request, "document.html", keys.READ)
     doc = store.document(document_id)
     # A case is a patient record: only roles that may see cases may read it.
     needed = (keys.RECOMMEND, keys.AUDIT) if doc.source_key.startswith("case:") else (keys.READ,)

@@ -4,6 +4,7 @@ streaming, FHIR, metrics and the audit trail of requests."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
@@ -89,7 +90,7 @@ def test_a_wrong_key_is_401_and_a_revoked_key_fails_on_its_next_request(live: Li
         created = admin.post("/v1/keys", json={"name": "short-lived", "role": "reader"})
         assert created.status_code == 201
         key = created.json()["key"]
-        listed = admin.get("/v1/keys").json()
+        listed = admin.get("/v1/keys").json()["items"]
         assert {"name": "short-lived", "role": "reader"}.items() <= next(
             k for k in listed if k["name"] == "short-lived"
         ).items()
@@ -279,6 +280,11 @@ def test_update_job_then_promote_and_rollback(live: LiveServer) -> None:
     with live.client("trainer") as client:
         accepted = client.post("/v1/updates", json={"reason": "api test"})
         assert accepted.status_code == 202
+        requested = live.services.audit.store.latest(kinds=("update.requested",), limit=1)[0]
+        assert requested.actor == "trainer-key" and json.loads(requested.payload) == {
+            "job_id": accepted.json()["job_id"],
+            "reason": "api test",
+        }
         job = wait_for_job(client, accepted.json()["url"], timeout=600)
         assert job["status"] == "succeeded", job
         outcome = job["result"]["status"]
@@ -318,6 +324,8 @@ def test_metrics_use_route_templates_and_no_request_content(live: LiveServer) ->
         "kb_knowledge_version",
     ):
         assert name in text, name
+    ingested = re.search(r"^kb_ingest_chunks_total (\S+)$", text, re.M)
+    assert ingested and float(ingested.group(1)) > 0  # earlier tests ingested through the API
 
 
 def test_every_request_is_audited_by_key_name_never_the_key(live: LiveServer) -> None:

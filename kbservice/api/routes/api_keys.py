@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from kbservice import keys
-from kbservice.api.routes.common import CanAdminister, ServicesDep, problems
+from kbservice.api.pagination import MAX_LIMIT
+from kbservice.api.routes.common import CanAdminister, ServicesDep, page_of, problems
+from kbservice.api.schemas import Page
 
 router = APIRouter(tags=["keys"])
 
@@ -40,10 +42,16 @@ def create(principal: CanAdminister, services: ServicesDep, body: KeyIn) -> dict
     return {"name": record.name, "role": record.role, "key": key}
 
 
-@router.get("/keys", response_model=list[KeyInfo], responses=problems())
-def list_keys(_: CanAdminister, services: ServicesDep) -> list[dict]:
-    """Keys by name and role (never the keys)."""
-    return [record.to_json() for record in services.key_store.all()]
+@router.get("/keys", response_model=Page[KeyInfo], responses=problems())
+def list_keys(
+    _: CanAdminister,
+    services: ServicesDep,
+    cursor: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+) -> dict:
+    """Keys by name, with their role (never the keys)."""
+    rows = sorted((record.to_json() for record in services.key_store.all()), key=lambda row: row["name"])
+    return page_of(rows, key="name", cursor=cursor, limit=limit)
 
 
 @router.delete("/keys/{name}", response_model=KeyInfo, responses=problems(404))

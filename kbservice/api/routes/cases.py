@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from kbservice.api import schemas
+from kbservice.api import metrics, schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
 from kbservice.api.pagination import MAX_LIMIT
 from kbservice.api.problems import Problem
@@ -60,6 +60,7 @@ def ingest_case_file(services: Services, path: Path, *, labeled_by: str | None, 
         labeled_by=labeled_by,
         author=author,
     )
+    metrics.observe_ingest(report.to_json())
     return report.to_json()
 
 

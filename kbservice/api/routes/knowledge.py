@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from kbservice.api import schemas
+from kbservice.api import metrics, schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
 from kbservice.api.pagination import MAX_LIMIT
 from kbservice.api.routes.common import (
@@ -47,6 +47,7 @@ def ingest_uploaded_guidelines(
         message=message,
         skip_bad=skip_bad,
     )
+    metrics.observe_ingest(report.to_json())
     return report.to_json()
 
 

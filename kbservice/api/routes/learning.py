@@ -34,6 +34,8 @@ def post_update(
 
     def run() -> tuple[int, dict]:
         job_id = request.app.state.jobs.submit("update", created_by=principal.name, work=work)
+        reason = body.reason if body else None
+        services.audit.record("update.requested", actor=principal.name, payload={"job_id": job_id, "reason": reason})
         return 202, {"job_id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}
 
     digest = body_sha256(body.model_dump() if body else None)
