@@ -15,6 +15,11 @@ from kbservice.services import Services
 log = logging.getLogger(__name__)
 
 
+def accepted(job_id: str) -> dict[str, str]:
+    """The 202 body that hands a client its job."""
+    return {"job_id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}
+
+
 class JobRunner:
     def __init__(self, services: Services, *, threads: int = 2) -> None:
         self.services = services

@@ -16,6 +16,7 @@ from kbservice import keys
 from kbservice.api.auth import COOKIE_NAME, Principal
 from kbservice.api.charts import bar_chart, line_chart
 from kbservice.api.problems import Problem
+from kbservice.api.routes.learning import champion_and_previous
 from kbservice.services import Services
 
 router = APIRouter(include_in_schema=False)
@@ -132,14 +133,9 @@ def adapters_page(request: Request) -> Response:
         history = [
             e.to_json() for e in services.audit.store.latest(kinds=("adapter.promote", "adapter.rollback"), limit=200)
         ]
-        return {"adapters": adapters, "chart": chart, "history": history, "aliases": _aliases(services)}
+        return {"adapters": adapters, "chart": chart, "history": history, "aliases": champion_and_previous(services)}
 
     return _page(request, "adapters.html", keys.READ, title="Adapters", load=load)
-
-
-def _aliases(services: Services) -> dict[str, str | None]:
-    aliases = services.adapter_store.aliases()
-    return {"champion": aliases.get("champion"), "previous": aliases.get("previous")}
 
 
 @router.get("/ui/adapters/{version}", response_class=HTMLResponse)

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kbservice.api import metrics, schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
+from kbservice.api.jobs import accepted
 from kbservice.api.pagination import MAX_LIMIT
 from kbservice.api.problems import Problem
 from kbservice.api.routes.common import (
@@ -140,7 +141,7 @@ async def post_cases(
                 shutil.rmtree(folder, ignore_errors=True)
 
         job_id = request.app.state.jobs.submit("ingest.cases", created_by=principal.name, work=work)
-        return 202, {"job_id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}
+        return 202, accepted(job_id)
 
     return await run_in_threadpool(
         run_idempotent,

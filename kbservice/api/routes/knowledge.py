@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kbservice.api import metrics, schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
+from kbservice.api.jobs import accepted
 from kbservice.api.pagination import MAX_LIMIT
 from kbservice.api.routes.common import (
     MAX_ID,
@@ -92,7 +93,7 @@ def post_guidelines(
                     shutil.rmtree(kept, ignore_errors=True)
 
             job_id = request.app.state.jobs.submit("ingest.guidelines", created_by=principal.name, work=work)
-            return 202, {"job_id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}
+            return 202, accepted(job_id)
 
         return run_idempotent(
             services,

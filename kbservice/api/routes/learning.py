@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from kbservice.api import schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
+from kbservice.api.jobs import accepted
 from kbservice.api.pagination import MAX_LIMIT, paginate
 from kbservice.api.routes.common import CanRead, CanTrain, IdempotencyKey, ServicesDep, problems
 from kbservice.services import Services
@@ -36,7 +37,7 @@ def post_update(
         job_id = request.app.state.jobs.submit("update", created_by=principal.name, work=work)
         reason = body.reason if body else None
         services.audit.record("update.requested", actor=principal.name, payload={"job_id": job_id, "reason": reason})
-        return 202, {"job_id": job_id, "status": "queued", "url": f"/v1/jobs/{job_id}"}
+        return 202, accepted(job_id)
 
     digest = body_sha256(body.model_dump() if body else None)
     return run_idempotent(
@@ -70,7 +71,7 @@ def get_adapter(_: CanRead, services: ServicesDep, version: str) -> dict:
     return services.registry.show(version)
 
 
-def _aliases(services: Services) -> dict[str, str | None]:
+def champion_and_previous(services: Services) -> dict[str, str | None]:
     aliases = services.adapter_store.aliases()
     return {"champion": aliases.get("champion"), "previous": aliases.get("previous")}
 
@@ -79,7 +80,7 @@ def _aliases(services: Services) -> dict[str, str | None]:
 def rollback_adapter(principal: CanTrain, services: ServicesDep, reason: ReasonQuery = None) -> dict:
     """champion <- previous. Serving workers pick it up between requests."""
     services.adapter_store.rollback(audit=services.audit, actor=principal.name, reason=reason or "api rollback")
-    return _aliases(services)
+    return champion_and_previous(services)
 
 
 @router.post("/adapters/{version}/promote", response_model=schemas.AliasChange, responses=problems(404, 409))
@@ -91,4 +92,4 @@ def promote_adapter(
 ) -> dict:
     """Makes a version that passed its gate the champion (the old one becomes `previous`)."""
     services.adapter_store.promote(version, audit=services.audit, actor=principal.name, reason=reason or "api promote")
-    return _aliases(services)
+    return champion_and_previous(services)
