@@ -13,8 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kbservice.api import metrics
 
 log = logging.getLogger(__name__)
-# Probes are unauthenticated and frequent; auditing them would bury the log in noise.
 API_PREFIX = "/v1"
+# Probes are unauthenticated and frequent; auditing them would bury the log in noise.
 UNAUDITED = frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"})
 
 
