@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def warm(services: Services, *, model_loaded: threading.Event) -> None:
     """Builds every shared part once, before requests arrive (the parts are then only read concurrently):
-    database, index (caught up with SQL), embedder, language model and the champion adapter."""
+    database, index (opened, so caught up with SQL), embedder, language model and the champion adapter."""
     for part in (
         "store",
         "audit",
@@ -41,7 +41,6 @@ def warm(services: Services, *, model_loaded: threading.Event) -> None:
         "retriever",
     ):
         getattr(services, part)
-    services.replica.catch_up()
     services.embedder.encode(["warm up"])
     services.generator  # noqa: B018 - loads the model
     services.recommender  # noqa: B018

@@ -27,6 +27,16 @@ def services_of(request: Request) -> Services:
     return request.app.state.services
 
 
+def principal_for(request: Request, key: str) -> Principal | None:
+    """The caller a key names (None: unknown or revoked); the request's audit row is then written under
+    the key's name."""
+    record = keys.authenticate(services_of(request), key)
+    if record is None:
+        return None
+    request.state.actor = record.name
+    return Principal(name=record.name, role=record.role)
+
+
 def require(*permissions: str) -> Callable[..., Principal]:
     """A dependency that admits a request whose key's role has any of `permissions`: 401 without a valid
     key (unknown or revoked), 403 with a key whose role lacks them."""
@@ -43,8 +53,8 @@ def require(*permissions: str) -> Callable[..., Principal]:
                 "send `Authorization: Bearer KEY`",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        record = keys.authenticate(services_of(request), key)
-        if record is None:
+        principal = principal_for(request, key)
+        if principal is None:
             raise Problem(
                 401,
                 "unauthenticated",
@@ -52,14 +62,13 @@ def require(*permissions: str) -> Callable[..., Principal]:
                 "the key is unknown or has been revoked",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        request.state.actor = record.name
-        if not any(keys.allows(record.role, p) for p in permissions):
+        if not any(keys.allows(principal.role, p) for p in permissions):
             raise Problem(
                 403,
                 "forbidden",
                 "Forbidden",
-                f"role {record.role!r} may not do this (needs: {' or '.join(permissions)})",
+                f"role {principal.role!r} may not do this (needs: {' or '.join(permissions)})",
             )
-        return Principal(name=record.name, role=record.role)
+        return principal
 
     return check

@@ -61,9 +61,7 @@ class KnowledgeBaseCollector(Collector):
         champion.add_metric([services.adapter_store.alias("champion") or "none"], 1)
         yield champion
         runs = GaugeMetricFamily("kb_update_runs", "Update cycles by outcome.", labels=["status"])
-        counts: dict[str, int] = {}
-        for run in services.adapter_store.runs():
-            counts[run["status"]] = counts.get(run["status"], 0) + 1
+        counts = services.adapter_store.run_counts()  # a scrape reads counts, not every run's report
         for status in ("promoted", "rejected", "skipped", "failed", "running"):
             runs.add_metric([status], counts.get(status, 0))
         yield runs

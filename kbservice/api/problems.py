@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,6 +72,14 @@ def problem_response(
     return JSONResponse(body | extra, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+def validation_problems(validation_errors: Sequence[Any]) -> list[dict[str, str]]:
+    """Pydantic's errors as problem entries: where (`input`) and what; never the offending value, which may
+    quote a patient note."""
+    return [
+        {"input": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")} for e in validation_errors
+    ]
+
+
 def kind_of(exc: errors.KBError) -> tuple[int, str, str]:
     for cls, status, slug, title in _KINDS:
         if isinstance(exc, cls):
@@ -99,9 +108,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"input": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
-        ]
+        problems = validation_problems(exc.errors())
         detail = "; ".join(f"{p['input']}: {p['message']}" for p in problems)
         return problem_response(
             422, "invalid-request", "Invalid request", detail, instance=request.url.path, problems=problems

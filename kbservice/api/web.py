@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from kbservice import keys
-from kbservice.api.auth import COOKIE_NAME, Principal
+from kbservice.api.auth import COOKIE_NAME, Principal, principal_for
 from kbservice.api.charts import bar_chart, line_chart
 from kbservice.api.problems import Problem
 from kbservice.api.routes.learning import champion_and_previous
@@ -30,11 +30,7 @@ def _services(request: Request) -> Services:
 
 def _signed_in(request: Request) -> Principal | None:
     key = request.cookies.get(COOKIE_NAME)
-    record = keys.authenticate(_services(request), key) if key else None
-    if record is None:
-        return None
-    request.state.actor = record.name
-    return Principal(record.name, record.role)
+    return principal_for(request, key) if key else None
 
 
 def _page(request: Request, template: str, permission: str, *more: str, **context: Any) -> Response:
@@ -65,15 +61,13 @@ def home(request: Request) -> Response:
 
 @router.post("/ui/login")
 def login(request: Request, key: Annotated[str, Form()]) -> Response:
-    record = keys.authenticate(_services(request), key.strip())
-    if record is None:
+    if principal_for(request, key.strip()) is None:
         return templates.TemplateResponse(
             request,
             "login.html",
             {"title": "Sign in", "principal": None, "error": "Unknown or revoked key."},
             status_code=401,
         )
-    request.state.actor = record.name
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(COOKIE_NAME, key.strip(), httponly=True, samesite="strict", path="/")
     return response

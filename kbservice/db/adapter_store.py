@@ -211,6 +211,12 @@ class AdapterStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def run_counts(self) -> dict[str, int]:
+        """How many update runs ended in each status (running ones included)."""
+        query = select(update_runs.c.status, func.count()).group_by(update_runs.c.status)
+        with self.engine.connect() as conn:
+            return {status: count for status, count in conn.execute(query)}
+
     def fail_running_runs(self, *, reason: str) -> list[str]:
         """Marks runs left "running" by a dead process as failed (call only while holding the lease)."""
         with write_transaction(self.engine) as conn:

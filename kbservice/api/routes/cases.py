@@ -17,7 +17,7 @@ from kbservice.api import metrics, schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
 from kbservice.api.jobs import accepted
 from kbservice.api.pagination import MAX_LIMIT
-from kbservice.api.problems import Problem
+from kbservice.api.problems import Problem, validation_problems
 from kbservice.api.routes.common import (
     MAX_ID,
     CanIngest,
@@ -61,8 +61,9 @@ def ingest_case_file(services: Services, path: Path, *, labeled_by: str | None, 
         labeled_by=labeled_by,
         author=author,
     )
-    metrics.observe_ingest(report.to_json())
-    return report.to_json()
+    result = report.to_json()
+    metrics.observe_ingest(result)
+    return result
 
 
 async def _read_cases(request: Request) -> tuple[str, bytes, str | None]:
@@ -90,9 +91,12 @@ async def _read_cases(request: Request) -> tuple[str, bytes, str | None]:
         try:
             cases = _CASE_LIST.validate_json(raw)
         except ValidationError as exc:
-            problems_ = [{"input": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
             raise Problem(
-                422, "invalid-request", "Invalid request", "the body is not a list of cases", problems=problems_
+                422,
+                "invalid-request",
+                "Invalid request",
+                "the body is not a list of cases",
+                problems=validation_problems(exc.errors()),
             ) from exc
         if not cases:
             raise Problem(422, "invalid-request", "Invalid request", "the list of cases is empty")

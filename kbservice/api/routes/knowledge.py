@@ -48,8 +48,9 @@ def ingest_uploaded_guidelines(
         message=message,
         skip_bad=skip_bad,
     )
-    metrics.observe_ingest(report.to_json())
-    return report.to_json()
+    result = report.to_json()
+    metrics.observe_ingest(result)
+    return result
 
 
 @router.post(
