@@ -458,6 +458,7 @@ def main() -> None:
 
 
 # Commands for cases, recommendations, their audit/evaluation and the learning loop register themselves here.
+import kbservice.cli_imaging  # noqa: E402
 import kbservice.cli_learn  # noqa: E402
 import kbservice.cli_recommend  # noqa: E402
 import kbservice.cli_serve  # noqa: E402, F401

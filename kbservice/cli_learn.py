@@ -58,18 +58,40 @@ def _print_run(report: dict[str, Any]) -> None:
             f"  trained on {training['examples']} examples, {training['tokens']} tokens at "
             f"{training['tokens_per_s']} tok/s, loss {training['first_loss']} -> {training['final_loss']}"
         )
+    encoder = report.get("encoder") or {}
+    if encoder.get("status") in ("promoted", "rejected"):
+        m = encoder["metrics"]["candidate"] or {}
+        auc = f"  AUC {m['auc']:.4f}" if "auc" in m else ""
+        out.print(
+            f"  encoder {encoder['version']}: {encoder['status']} · image-case accuracy {m.get('accuracy', 0):.4f}  "
+            f"macro-F1 {m.get('macro_f1', 0):.4f}{auc} ({m.get('cases', 0)} cases; trained "
+            f"{encoder['training']['epochs_run']} epochs in {encoder['training']['seconds']:.0f}s)"
+        )
+    elif encoder:
+        out.print(f"  encoder: {encoder['reason']}")
     labels = report.get("labels") or {}
     if labels.get("most_harmful_labeller"):
         out.print(f"  labeller whose labels agree least with the evidence: {labels['most_harmful_labeller']}")
 
 
 @update_app.command("run-once")
-def update_run_once(as_json: JsonFlag = False) -> None:
-    """One update cycle now, under the database lease: new labelled cases since the champion's watermark ->
-    train a candidate (starting from the champion) -> judge it against the champion -> promote or reject."""
+def update_run_once(
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="Run one stage: encoder (image encoder) or adapter (LoRA). Default: both."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One update cycle now, under the database lease: new labelled image cases -> a candidate image
+    encoder, judged on held-out image cases; then new labelled cases -> a candidate adapter (starting from
+    the champion) -> judged against the champion -> promoted or rejected."""
     from kbservice.learn.scheduler import run_once_with_lease
+    from kbservice.learn.update import STAGES
 
-    report = run_once_with_lease(state.services, holder=_actor(), progress=_progress())
+    if only is not None and only not in STAGES:
+        raise typer.BadParameter(f"choose one of {', '.join(STAGES)}", param_hint="--only")
+    stages = (only,) if only else STAGES
+    report = run_once_with_lease(state.services, holder=_actor(), progress=_progress(), stages=stages)
     if as_json:
         _print_json(report)
     else:

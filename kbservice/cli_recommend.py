@@ -103,7 +103,8 @@ def cases(
         version = head.version if head else None
     rows = services.case_store.cases(as_of=version) if version is not None else []
     if as_json:
-        _print_json([case.to_json() for case in rows])
+        image_ids = services.image_store.ids_by_case([case.case_id for case in rows])
+        _print_json([case.to_json() | {"image_ids": image_ids.get(case.case_id, [])} for case in rows])
         return
     table = Table("case_id", "id", "version", "diagnosis", "age", "sex", "findings")
     for case in rows:
@@ -121,7 +122,13 @@ def cases(
 
 @app.command()
 def recommend(
-    findings: Annotated[str, typer.Option("--findings", help="The patient's findings, in plain text.")],
+    findings: Annotated[
+        str, typer.Option("--findings", help="The patient's findings, in plain text (optional with --image).")
+    ] = "",
+    image: Annotated[
+        list[Path] | None,
+        typer.Option("--image", help="An X-ray, CT or MRI image (DICOM, PNG, JPEG, NIfTI); repeat for several."),
+    ] = None,
     history: Annotated[str | None, typer.Option("--history", help="Relevant history.")] = None,
     age: Annotated[int | None, typer.Option("--age", min=0, max=130, help="Age in years.")] = None,
     sex: Annotated[str | None, typer.Option("--sex", help="F or M.")] = None,
@@ -137,7 +144,9 @@ def recommend(
     as_json: JsonFlag = False,
 ) -> None:
     """A differential diagnosis with calibrated probabilities and a cited treatment plan (demonstration
-    software, not a medical device). Every answer is stored and audited; replay it with `audit replay`."""
+    software, not a medical device). Every answer is stored and audited; replay it with `audit replay`.
+    Images add similar prior cases by image (sources of kind image_case) once an image encoder exists."""
+    from kbservice.cli_imaging import request_images
     from kbservice.recommend.answer import recommend as run_recommend
     from kbservice.recommend.request import RecommendationRequest
 
@@ -151,6 +160,7 @@ def recommend(
         as_of=as_of,
         adapter=adapter,
         mode=_check_mode(mode),  # type: ignore[arg-type]
+        images=request_images(image or []),
     )
     response = run_recommend(state.services, request, actor=_author(actor), with_treatment=not no_treatment)
     if as_json:
@@ -169,6 +179,8 @@ def _print_recommendation(response: dict) -> None:
     out.print("[yellow]demonstration output, not clinical advice[/yellow]")
     if response["abstained"]:
         out.print(f"[red]abstained:[/red] {response['reason']}")
+    if response["images"]["note"]:
+        out.print(f"[yellow]{response['images']['note']}[/yellow]")
     out.print("\n[bold]Differential diagnosis[/bold]")
     for entry in response["differential"]:
         cites = ", ".join(entry["citations"][:6]) or "no supporting source"

@@ -122,6 +122,38 @@ class ApiSettings(BaseModel):
     watch_champion_s: float = Field(2.0, gt=0)  # how often a worker looks for a new champion adapter
 
 
+class ImagingSettings(BaseModel):
+    """Medical images in cases: how they are read, encoded, searched and fused into the model."""
+
+    size: int = Field(64, ge=8, le=512)  # every image becomes a size x size single-channel array
+    max_file_mb: float = Field(64, gt=0)  # larger image files are refused
+    max_pixels: int = Field(64_000_000, ge=1)  # rows x columns x frames above this are refused as absurd
+    dicom_frame: Literal["middle"] | int = "middle"  # which frame of a multi-frame DICOM
+    # CT: this window (Hounsfield units) unless the file names its own; None: the file's, else min-max.
+    ct_window_center: float | None = None
+    ct_window_width: float | None = None
+    nifti_projection: Literal["slice", "mip"] = "slice"  # a volume becomes one slice or a max-intensity projection
+    nifti_axis: int = Field(2, ge=0, le=2)
+    nifti_slice: Literal["middle"] | int = "middle"
+    # The encoder: "cnn" (trained here by the update cycle) or "huggingface" (a local vision model directory).
+    encoder: Literal["cnn", "huggingface"] = "cnn"
+    hf_model_path: Path | None = None
+    cnn_width: int = Field(16, ge=4)  # channels of the first block (doubling per block)
+    cnn_embedding_dim: int = Field(128, ge=8)
+    cnn_epochs: int = Field(30, ge=1)
+    cnn_batch_size: int = Field(64, ge=1)
+    cnn_learning_rate: float = Field(2e-3, gt=0)
+    cnn_max_seconds: float = Field(480, gt=0)  # training stops early (best epoch kept) past this
+    min_new_image_cases: int = Field(20, ge=1)  # fewer new labelled image cases: no new encoder is trained
+    encoder_f1_margin: float = Field(0.02, ge=0)  # the gate: image-case macro-F1 may fall by at most this
+    encoder_accuracy_margin: float = Field(0.02, ge=0)  # ... and accuracy by at most this
+    # Fusion into the language model and the similar-image evidence.
+    soft_tokens: int = Field(4, ge=1, le=64)
+    projector_learning_rate: float = Field(1e-3, gt=0)  # the projector trains with the LoRA adapter
+    similar_images: int = Field(10, ge=1)  # image neighbours each request draws evidence from
+    describe_max_new_tokens: int = Field(64, ge=8)
+
+
 class Settings(BaseSettings):
     """Every tunable of the service. Precedence: arguments > KB_* env > KB_CONFIG file > default.toml."""
 
@@ -138,6 +170,7 @@ class Settings(BaseSettings):
     recommend: RecommendSettings = RecommendSettings()
     learn: LearnSettings = LearnSettings()
     api: ApiSettings = ApiSettings()
+    imaging: ImagingSettings = ImagingSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -170,6 +203,14 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return self.data_dir / "adapters"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def encoders_dir(self) -> Path:
+        return self.data_dir / "encoders"
 
 
 def _user_config_file() -> Path | None:

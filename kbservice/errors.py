@@ -78,3 +78,15 @@ class UnknownJobError(KBError):
 
 class ConflictError(KBError):
     """The request conflicts with the current state (e.g. nothing to roll back to, a cycle already running)."""
+
+
+class ImageReadError(KBError):
+    """An image that cannot be read as given (unreadable, truncated, empty, not an image, too large)."""
+
+
+class UnknownImageError(KBError):
+    pass
+
+
+class UnknownEncoderError(KBError):
+    pass

@@ -11,6 +11,8 @@ from kbservice.db import KnowledgeStore, make_engine, migrate
 from kbservice.db.adapter_store import AdapterStore
 from kbservice.db.audit_log import AuditLogStore
 from kbservice.db.case_store import CaseStore
+from kbservice.db.encoder_store import EncoderStore
+from kbservice.db.image_store import ImageStore
 from kbservice.db.recommendation_store import RecommendationStore
 from kbservice.db.service_store import ApiKeyStore, IdempotencyStore, JobStore
 from kbservice.index.embedder import SentenceTransformerEmbedder
@@ -25,6 +27,8 @@ from kbservice.retrieve import Retriever
 if TYPE_CHECKING:  # types only: SQLAlchemy stays inside db/
     from sqlalchemy import Engine
 
+    from kbservice.imaging.registry import EncoderRegistry
+    from kbservice.imaging.similarity import ImageSimilarity
     from kbservice.llm.model_files import BaseModel
 
 
@@ -136,10 +140,32 @@ class Services:
             self._loaded_adapters.add(version)
 
     @cached_property
+    def image_store(self) -> ImageStore:
+        return ImageStore(self.engine)
+
+    @cached_property
+    def encoder_store(self) -> EncoderStore:
+        return EncoderStore(self.engine)
+
+    @cached_property
+    def encoders(self) -> EncoderRegistry:
+        from kbservice.imaging.registry import EncoderRegistry
+
+        return EncoderRegistry(store=self.encoder_store, settings=self.settings.imaging, audit=self.audit)
+
+    @cached_property
+    def image_similarity(self) -> ImageSimilarity:
+        from kbservice.imaging.similarity import ImageSimilarity
+
+        return ImageSimilarity(registry=self.encoders, images=self.image_store, index_dir=self.settings.index_dir)
+
+    @cached_property
     def recommender(self) -> Recommender:
         return Recommender(
             retriever=self.retriever,
             case_store=self.case_store,
+            images=self.image_similarity,
+            imaging=self.settings.imaging,
             generator=self.generator,
             settings=self.settings.recommend,
             max_chars=self.settings.ingest.max_case_field_chars,

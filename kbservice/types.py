@@ -155,6 +155,7 @@ class PreparedDocument:
     chunks: list[ChunkDraft]
     embeddings: Any  # numpy float32 array, one row per chunk
     case: dict[str, Any] | None = None  # the de-identified case fields, for kind "case"
+    images: list[dict[str, Any]] = field(default_factory=list)  # `images` rows of the case (see imaging/prepare)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,13 @@ class CaseStore:
             rows = conn.execute(_select_cases().where(chunks.c.id.in_(list(chunk_ids))))
             return {row.chunk_id: _case(row) for row in rows}
 
+    def by_case_ids(self, case_ids: Sequence[int]) -> dict[int, CaseRecord]:
+        if not case_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(_select_cases().where(cases.c.case_id.in_(list(case_ids))))
+            return {row.case_id: _case(row) for row in rows}
+
     def labels(self, *, as_of: int) -> list[str]:
         """Candidate diagnoses: every case label and every condition a guideline names, valid at `as_of`.
 

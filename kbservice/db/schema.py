@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -203,6 +204,8 @@ adapters = Table(
     Column("artifact", LargeBinary),
     Column("triggered_by", String(200), nullable=False),
     Column("error", Text),
+    # The image encoder version its projector was trained on (NULL: no image tokens in this adapter).
+    Column("encoder_version", String(40)),
 )
 
 # `champion` and `previous`: pointers to adapter versions (NULL: the bare base model).
@@ -287,4 +290,63 @@ jobs = Table(
     Column("created_by", String(100), nullable=False),
     Column("result", JSON),
     Column("error", JSON),
+)
+
+# The images of cases, de-identified before this row is written. `pixels` is the normalised size x size
+# uint8 array every encoder reads (so re-embedding never re-decodes files); the de-identified file itself
+# lies under data_dir/images at `stored_path`.
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_id", Integer, ForeignKey("cases.case_id"), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the stored, de-identified file
+    Column("format", String(8), nullable=False),  # dicom | png | jpeg | nifti
+    Column("modality", String(16)),
+    Column("source_shape", JSON, nullable=False),
+    Column("stored_path", String(300), nullable=False),
+    Column("pixel_size", Integer, nullable=False),
+    Column("pixels", LargeBinary, nullable=False),
+    Column("header", JSON, nullable=False),  # DICOM: every element as stored; others: what was kept
+    Column("deidentified", Boolean, nullable=False),
+    Column("deid_method", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_images_case_id", "case_id"),
+)
+
+# Image encoder versions, like adapters: written when training starts, finished exactly once, then
+# immutable; `champion`/`previous` aliases move on promotion and rollback.
+image_encoders = Table(
+    "image_encoders",
+    metadata,
+    Column("version", String(40), primary_key=True),
+    Column("run_id", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # training | promoted | rejected | failed
+    Column("kind", String(20), nullable=False),  # cnn | huggingface
+    Column("parent", String(40)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("knowledge_version", Integer, nullable=False),
+    Column("data_watermark", Integer, nullable=False),
+    Column("labels", JSON, nullable=False),  # the classes its training head knows
+    Column("train_case_ids", JSON, nullable=False),
+    Column("heldout_case_ids", JSON, nullable=False),
+    Column("hyperparameters", JSON, nullable=False),
+    Column("dim", Integer, nullable=False),
+    Column("pixel_size", Integer, nullable=False),
+    Column("metrics", JSON),
+    Column("report", JSON),
+    Column("artifact_sha256", String(64)),
+    Column("artifact", LargeBinary),
+    Column("triggered_by", String(200), nullable=False),
+    Column("error", Text),
+)
+
+image_encoder_aliases = Table(
+    "image_encoder_aliases",
+    metadata,
+    Column("alias", String(20), primary_key=True),
+    Column("version", String(40)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

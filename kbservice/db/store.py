@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, not_, or_, select
 
 from kbservice.db import lexical, migrate
 from kbservice.db.engine import write_transaction
-from kbservice.db.schema import cases, chunks, documents, index_outbox, kb_meta, knowledge_versions
+from kbservice.db.schema import cases, chunks, documents, images, index_outbox, kb_meta, knowledge_versions
 from kbservice.errors import (
     DuplicateIdentityError,
     IndexMismatchError,
@@ -303,13 +303,24 @@ class KnowledgeStore:
             .scalars()
             .all()
         )
-        case_rows = [
-            {**p.case, "document_id": doc_id, "version_added": version}
-            for doc_id, p in zip(doc_ids, prepared, strict=True)
-            if p.case is not None
-        ]
-        if case_rows:
-            conn.execute(insert(cases), case_rows)
+        with_case = [(doc_id, p) for doc_id, p in zip(doc_ids, prepared, strict=True) if p.case is not None]
+        if with_case:
+            case_ids = (
+                conn.execute(
+                    insert(cases).returning(cases.c.case_id, sort_by_parameter_order=True),
+                    [{**p.case, "document_id": doc_id, "version_added": version} for doc_id, p in with_case],
+                )
+                .scalars()
+                .all()
+            )
+            now = datetime.now(UTC)
+            image_rows = [
+                {**row, "case_id": case_id, "created_at": now}
+                for case_id, (_, p) in zip(case_ids, with_case, strict=True)
+                for row in p.images
+            ]
+            if image_rows:
+                conn.execute(insert(images), image_rows)
         chunk_rows = [
             {
                 "document_id": doc_id,

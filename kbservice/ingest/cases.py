@@ -12,7 +12,7 @@ import io
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from kbservice.types import ChunkDraft, IngestReport, ParsedDocument, PreparedDo
 FIELDS = ("id", "findings", "history", "age", "sex", "diagnosis", "treatment", "images", "labeled_by")
 FREE_TEXT_FIELDS = ("findings", "history", "treatment")
 _SEX = {"f": "F", "female": "F", "m": "M", "male": "M"}
+IMAGE_ONLY_TEXT = "(image-only case: no findings text)"
 _LIST_SEPARATOR = re.compile(r"\s*[;|]\s*")  # CSV cells holding several labels or image paths
 
 
@@ -47,7 +48,7 @@ class CaseDraft:
 
     def embed_text(self) -> str:
         """What similarity search compares: the presentation only, never the label or the treatment."""
-        parts = [self.findings]
+        parts = [self.findings or IMAGE_ONLY_TEXT]
         if self.history:
             parts.append(f"History: {self.history}")
         demographics = " ".join(p for p in (f"age {self.age}" if self.age else "", self.sex or "") if p)
@@ -138,17 +139,18 @@ def validate_row(record: dict[str, Any], *, labeled_by: str | None, max_chars: i
     if not isinstance(case_id, str) or not case_id.strip():
         raise RowError("field 'id' is missing or empty")
     texts = {name: _text_field(record, name, max_chars=max_chars) for name in FREE_TEXT_FIELDS}
-    if not texts["findings"]:
-        raise RowError("field 'findings' is missing or empty")
+    images = _images(record.get("images"))
+    if not texts["findings"] and not images:
+        raise RowError("field 'findings' is missing or empty (a case needs findings, images or both)")
     return CaseDraft(
         id=case_id.strip(),
-        findings=texts["findings"],
+        findings=texts["findings"] or "",
         history=texts["history"],
         age=_age(record.get("age")),
         sex=_sex(record.get("sex")),
         diagnosis=_labels(record.get("diagnosis")),
         treatment=texts["treatment"],
-        images=_images(record.get("images")),
+        images=images,
         labeled_by=_optional_name(record.get("labeled_by")) or labeled_by,
     )
 
@@ -307,6 +309,10 @@ def ingest_cases(
             advance(1)
     timings["deid_s"] = time.perf_counter() - stage
     stage = time.perf_counter()
+    image_rows, clean = _prepare_images(path, clean, settings=settings, progress=progress)
+    if image_rows:
+        timings["images_s"] = time.perf_counter() - stage
+    stage = time.perf_counter()
     documents = [case_document(draft, source=source) for draft in clean]
     texts = [doc.text for doc, _ in documents]
     with progress.task("Embedding cases", total=len(texts)) as advance:
@@ -320,6 +326,7 @@ def ingest_cases(
             chunks=[_whole_text_chunk(doc.text, token_counts[i])],
             embeddings=vectors[i : i + 1],
             case=draft.fields(),
+            images=image_rows.get(draft.id, []),
         )
         for i, ((doc, content_hash), draft) in enumerate(zip(documents, clean, strict=True))
     ]
@@ -342,6 +349,40 @@ def ingest_cases(
         seconds=time.perf_counter() - started,
         timings=timings,
     )
+
+
+def _prepare_images(
+    path: Path, drafts: list[CaseDraft], *, settings: Settings, progress: Progress
+) -> tuple[dict[str, list[dict[str, Any]]], list[CaseDraft]]:
+    """Every image of every case read, de-identified and written content-addressed, before any SQL: the
+    `images` rows per case id, and the drafts with their image paths replaced by the stored names (a
+    submitter's file name can itself identify a patient). One unreadable image stops the whole file."""
+    wanted = [(draft, ordinal, name) for draft in drafts for ordinal, name in enumerate(draft.images)]
+    if not wanted:
+        return {}, drafts
+    from kbservice.errors import ImageReadError
+    from kbservice.imaging.prepare import deid_secret, prepare_image, store_file
+
+    secret = deid_secret(settings.data_dir)
+    problems: list[tuple[str, str]] = []
+    rows: dict[str, list[dict[str, Any]]] = {}
+    stored_names: dict[str, list[str]] = {}
+    prepared = []
+    with progress.task("Reading and de-identifying images", total=len(wanted)) as advance:
+        for draft, ordinal, name in wanted:
+            image_path = Path(name) if Path(name).is_absolute() else path.parent / name
+            try:
+                prepared.append((draft, ordinal, prepare_image(image_path, settings=settings.imaging, secret=secret)))
+            except ImageReadError as exc:
+                problems.append((f"case {draft.id}", str(exc)))
+            advance(1)
+    if problems:
+        raise IngestError(problems)
+    for draft, ordinal, image in prepared:
+        stored = store_file(image, settings.images_dir)
+        rows.setdefault(draft.id, []).append(image.row(stored_path=stored, ordinal=ordinal))
+        stored_names.setdefault(draft.id, []).append(stored.rsplit("/", 1)[-1])
+    return rows, [replace(d, images=stored_names.get(d.id, [])) for d in drafts]
 
 
 def _whole_text_chunk(text: str, token_count: int) -> ChunkDraft:

@@ -143,7 +143,7 @@ def label_agreement(
     if not trusted or not new:
         return [], {"checked": False, "why": "no trusted cases to compare with" if new else "no new cases"}
     trusted_examples = [_case_example(j) for j in trusted]
-    fusion = fit([e for e in trusted_examples if e.truth], names=evidence.CASE_FEATURES)
+    fusion = fit([e for e in trusted_examples if e.truth], names=evidence.EVIDENCE_FEATURES)
     baseline = float(np.mean([_agrees(fusion, e) for e in trusted_examples]))
     by_labeller: dict[str, list[bool]] = defaultdict(list)
     disagreeing: dict[str, list[int]] = defaultdict(list)
@@ -194,7 +194,7 @@ def binomial_tail(k: int, n: int, p: float) -> float:
 def _case_example(item: Judged) -> Example:
     ev = item.evidence
     truth = truth_indices(ev.candidates, item.case.diagnosis)
-    features = _CaseOnly(ev.case_matrix, list(evidence.CASE_FEATURES), ev.candidates)
+    features = _CaseOnly(ev.case_matrix, list(evidence.EVIDENCE_FEATURES), ev.candidates)
     return Example(case=item.case, features=features, truth=truth)  # type: ignore[arg-type]
 
 

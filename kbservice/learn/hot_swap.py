@@ -38,6 +38,7 @@ class ChampionWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="champion-watcher")
         self._current: str | None = None
+        self._encoder: str | None = None
 
     def start(self) -> ChampionWatcher:
         self._current = self.services.serving_adapter(None)
@@ -49,6 +50,15 @@ class ChampionWatcher:
         previous = self.services.registry.store.alias("previous") if self.preload_previous else None
         if previous is not None:
             self.services.serving_adapter(previous)
+
+    def _follow_encoder(self) -> None:
+        """A new champion encoder's image index is built here, off the request path; requests keep the
+        previous encoder's until it is ready, then switch at once."""
+        encoder = self.services.encoders.champion_version()
+        if encoder != self._encoder:
+            if encoder is not None:
+                self.services.image_similarity.current(wait=False)
+            self._encoder = encoder
 
     def stop(self) -> None:
         self._stop.set()
@@ -65,5 +75,6 @@ class ChampionWatcher:
                     log.info("champion is now %s", champion or "the base model")
                     self._current = champion
                     self._preload_previous()
+                self._follow_encoder()
             except Exception:  # keep watching; requests still resolve the alias themselves
                 log.exception("champion watcher")

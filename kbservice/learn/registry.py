@@ -147,6 +147,7 @@ class AdapterRegistry:
             "replay_case_ids": row["replay_case_ids"],
             "frozen_case_ids": row["frozen_case_ids"],
             "hyperparameters": row["hyperparameters"],
+            "encoder_version": row["encoder_version"],
             "artifact_sha256": row["artifact_sha256"],
             "triggered_by": row["triggered_by"],
             "error": row["error"],

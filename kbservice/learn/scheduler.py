@@ -11,12 +11,13 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kbservice.config import LearnSettings
 from kbservice.db.lease import Lease
 from kbservice.learn.lease_guard import UPDATE_LEASE, LeaseBusyError, hold
-from kbservice.learn.update import run_update_cycle
+from kbservice.learn.update import STAGES, run_update_cycle
 
 if TYPE_CHECKING:
     from kbservice.services import Services
@@ -32,10 +33,12 @@ def update_lease(services: Services, holder: str) -> Lease:
     return Lease(services.engine, name=UPDATE_LEASE, holder=holder, seconds=services.settings.learn.lease_seconds)
 
 
-def run_once_with_lease(services: Services, *, holder: str, progress: Any = None) -> dict[str, Any]:
+def run_once_with_lease(
+    services: Services, *, holder: str, progress: Any = None, stages: Sequence[str] = STAGES
+) -> dict[str, Any]:
     """One cycle under the update lease (LeaseBusyError if another process holds it)."""
     with hold(update_lease(services, holder)) as held:
-        return run_update_cycle(services, triggered_by=holder, lease=held, progress=progress)
+        return run_update_cycle(services, triggered_by=holder, lease=held, progress=progress, stages=stages)
 
 
 def trigger(settings: LearnSettings):  # type: ignore[no-untyped-def]

@@ -17,17 +17,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kbservice.config import LearnSettings
+from kbservice.llm.soft_tokens import ids_with_slots, strip_slots
 from kbservice.progress import NoProgress, Progress
 
 
 @dataclass(frozen=True)
 class TrainingExample:
     case_id: int
-    prompt: str  # the chat prompt, ending where the model writes the diagnosis
+    prompt: str  # the chat prompt, ending where the model writes the diagnosis (image slots included)
     target: str  # what it should write: " <diagnosis>" (+ "\nTreatment: ...")
+    image_vectors: np.ndarray | None = None  # (images, encoder dim) of the case, for the soft tokens
+
+
+@dataclass(frozen=True)
+class ImageFusion:
+    """Train an image projector with the adapter: soft tokens per slot, from this encoder's embeddings."""
+
+    encoder_version: str
+    encoder_dim: int
+    tokens: int
 
 
 @dataclass
@@ -101,17 +113,27 @@ def lora_model(model, settings: LearnSettings, *, init_adapter: Path | None):  #
     return get_peft_model(model, config)
 
 
-def tokenize(tokenizer, examples: Sequence[TrainingExample], *, max_tokens: int) -> list[tuple[list[int], list[int]]]:  # type: ignore[no-untyped-def]
-    """(prompt ids, target ids) per example, tokenized apart exactly as the scorer does; a prompt too long
-    for one packed sequence loses its start (the end holds the patient and the answer cue)."""
+Tokenized = tuple[list[int], list[int], list[int]]  # prompt ids, target ids, soft-token positions in the prompt
+
+
+def tokenize(
+    tokenizer, examples: Sequence[TrainingExample], *, max_tokens: int, soft_tokens: int = 0
+) -> list[Tokenized]:  # type: ignore[no-untyped-def]
+    """(prompt ids, target ids, soft positions) per example, tokenized apart exactly as the scorer does
+    (image slots become `soft_tokens` positions when the example has image vectors, else plain text); a
+    prompt too long for one packed sequence loses its start (the end holds the patient and the answer cue)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     out = []
     for example in examples:
-        prompt = tokenizer(example.prompt, add_special_tokens=False).input_ids
+        with_image = soft_tokens > 0 and example.image_vectors is not None
+        text = example.prompt if with_image else strip_slots(example.prompt)
+        prompt, positions = ids_with_slots(tokenizer, text, tokens=soft_tokens if with_image else 0)
         target = tokenizer(example.target, add_special_tokens=False).input_ids + eos
         target = target[: max_tokens // 2]
-        prompt = prompt[-(max_tokens - len(target)) :]
-        out.append((prompt, target))
+        cut = max(len(prompt) - (max_tokens - len(target)), 0)
+        prompt = prompt[cut:]
+        positions = [p - cut for p in positions] if positions and min(positions) >= cut else []
+        out.append((prompt, target, positions))
     return out
 
 
@@ -138,16 +160,33 @@ class PackedSequence:
     attention_mask: torch.Tensor  # (1, 1, L, L) additive, block-diagonal causal
     predict_at: torch.Tensor  # positions whose logits predict a target token
     labels: torch.Tensor  # the target token each of those positions predicts
+    soft_at: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # soft-token positions
+    soft_source: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))  # (row, token)
+    soft_vectors: torch.Tensor | None = None  # (examples with images, encoder dim): mean image embedding each
 
 
-def packed_sequence(items: Sequence[tuple[list[int], list[int]]]) -> PackedSequence:
+def packed_sequence(
+    items: Sequence[Tokenized], vectors: Sequence[np.ndarray | None] | None = None, *, soft_tokens: int = 0
+) -> PackedSequence:
+    """One packed training sequence; `vectors[n]` are item n's image embeddings, whose mean the projector
+    turns into the `soft_tokens` embeddings of each of its slots."""
     ids: list[int] = []
     positions: list[int] = []
     owner: list[int] = []
     predict_at: list[int] = []
     labels: list[int] = []
-    for n, (prompt, target) in enumerate(items):
+    soft_at: list[int] = []
+    soft_source: list[tuple[int, int]] = []
+    soft_vectors: list[np.ndarray] = []
+    for n, (prompt, target, slots) in enumerate(items):
         start = len(ids)
+        vector = vectors[n] if vectors is not None else None
+        if slots and vector is not None:
+            row = len(soft_vectors)
+            soft_vectors.append(np.asarray(vector, dtype=np.float32).mean(axis=0))
+            for k, p in enumerate(slots):
+                soft_at.append(start + p)
+                soft_source.append((row, k % soft_tokens))
         sequence = prompt + target
         ids += sequence
         positions += range(len(sequence))
@@ -166,6 +205,9 @@ def packed_sequence(items: Sequence[tuple[list[int], list[int]]]) -> PackedSeque
         attention_mask=mask,
         predict_at=torch.tensor(predict_at),
         labels=torch.tensor(labels),
+        soft_at=torch.tensor(soft_at, dtype=torch.long),
+        soft_source=torch.tensor(soft_source, dtype=torch.long).reshape(-1, 2),
+        soft_vectors=torch.from_numpy(np.stack(soft_vectors)) if soft_vectors else None,
     )
 
 
@@ -178,19 +220,31 @@ def train_lora(
     out_dir: Path,
     progress: Progress | None = None,
     on_step: Callable[[int], None] = lambda step: None,
+    fusion: ImageFusion | None = None,
+    projector_learning_rate: float = 1e-3,
 ) -> TrainingResult:
     """Trains a LoRA adapter on `examples` (starting from `init_adapter`, else fresh) and saves it into
-    `out_dir`. Deterministic for a given seed. `on_step` runs after every optimiser step (lease renewal)."""
+    `out_dir`. Deterministic for a given seed. `on_step` runs after every optimiser step (lease renewal).
+    With `fusion`, an image projector is trained alongside on the examples that have image vectors (starting
+    from `init_adapter`'s when it was trained on the same encoder) and saved with the adapter."""
     if not examples:
         raise ValueError("no training examples")
     torch.manual_seed(settings.seed)
     tokenizer, base = load_base(model_path)
     model = lora_model(base, settings, init_adapter=init_adapter)
     model.train()
-    tokenized = tokenize(tokenizer, examples, max_tokens=settings.pack_tokens)
-    bins = pack([len(p) + len(t) for p, t in tokenized], max_tokens=settings.pack_tokens)
-    sequences = [packed_sequence([tokenized[i] for i in b]) for b in bins]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
+    projector = _projector(model, fusion, init_adapter) if fusion else None
+    soft_tokens = fusion.tokens if fusion else 0
+    tokenized = tokenize(tokenizer, examples, max_tokens=settings.pack_tokens, soft_tokens=soft_tokens)
+    bins = pack([len(p) + len(t) for p, t, _ in tokenized], max_tokens=settings.pack_tokens)
+    sequences = [
+        packed_sequence([tokenized[i] for i in b], [examples[i].image_vectors for i in b], soft_tokens=soft_tokens)
+        for b in bins
+    ]
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": settings.learning_rate}]
+    if projector is not None:
+        groups.append({"params": list(projector.parameters()), "lr": projector_learning_rate})
+    optimizer = torch.optim.AdamW(groups)
     order_rng = random.Random(settings.seed)
     result = TrainingResult(
         examples=len(examples), sequences=len(sequences), steps=0, tokens=0, target_tokens=0, seconds=0.0
@@ -202,7 +256,7 @@ def train_lora(
             order_rng.shuffle(order)
             for i in order:
                 started = time.perf_counter()
-                loss = _step(model, optimizer, sequences[i])
+                loss = _step(model, optimizer, sequences[i], projector)
                 result.seconds += time.perf_counter() - started
                 result.steps += 1
                 result.tokens += sequences[i].input_ids.shape[1]
@@ -212,12 +266,33 @@ def train_lora(
                 on_step(result.steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
+    if projector is not None and fusion is not None:
+        projector.save(out_dir, encoder_version=fusion.encoder_version)
     return result
 
 
-def _step(model, optimizer, sequence: PackedSequence) -> float:  # type: ignore[no-untyped-def]
+def _projector(model, fusion: ImageFusion, init_adapter: Path | None):  # type: ignore[no-untyped-def]
+    """The champion's projector when it read the same encoder, else a fresh one."""
+    from kbservice.imaging.projector import SoftTokenProjector, embedding_norm
+
+    found = SoftTokenProjector.load(init_adapter) if init_adapter is not None else None
+    if found is not None and found[1] == fusion.encoder_version and found[0].tokens == fusion.tokens:
+        return found[0].train()
+    hidden = model.get_input_embeddings().weight.shape[1]
+    return SoftTokenProjector(
+        encoder_dim=fusion.encoder_dim, hidden_size=hidden, tokens=fusion.tokens, embedding_norm=embedding_norm(model)
+    ).train()
+
+
+def _step(model, optimizer, sequence: PackedSequence, projector=None) -> float:  # type: ignore[no-untyped-def]
+    inputs: dict[str, torch.Tensor] = {"input_ids": sequence.input_ids}
+    if projector is not None and sequence.soft_vectors is not None:
+        embeds = model.get_input_embeddings()(sequence.input_ids).clone()
+        tokens = projector(sequence.soft_vectors)  # (rows, soft tokens, hidden)
+        embeds[0, sequence.soft_at] = tokens[sequence.soft_source[:, 0], sequence.soft_source[:, 1]]
+        inputs = {"inputs_embeds": embeds}
     out = model(
-        input_ids=sequence.input_ids,
+        **inputs,
         position_ids=sequence.position_ids,
         attention_mask=sequence.attention_mask,
         logits_to_keep=sequence.predict_at,
@@ -225,7 +300,7 @@ def _step(model, optimizer, sequence: PackedSequence) -> float:  # type: ignore[
     )
     loss = torch.nn.functional.cross_entropy(out.logits[0].float(), sequence.labels)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(loss.item())
@@ -242,7 +317,7 @@ def bare_peft_loop(model_path: Path, examples: Sequence[TrainingExample], *, set
     result = TrainingResult(
         examples=len(examples), sequences=len(examples), steps=0, tokens=0, target_tokens=0, seconds=0.0
     )
-    for prompt, target in tokenize(tokenizer, examples, max_tokens=settings.pack_tokens):
+    for prompt, target, _ in tokenize(tokenizer, examples, max_tokens=settings.pack_tokens):
         ids = torch.tensor([prompt + target])
         labels = torch.tensor([[-100] * len(prompt) + target])
         started = time.perf_counter()

@@ -7,27 +7,31 @@ ends "promoted", "rejected" or "failed" and is never changed afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import resource
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from kbservice.errors import KBError
 from kbservice.learn.gate import Judged, compare, cross_fitted, examples_for, label_agreement
 from kbservice.learn.lease_guard import HeldLease
-from kbservice.learn.train import TrainingExample, hyperparameters, train_lora
+from kbservice.learn.split import split_new_cases
+from kbservice.learn.train import ImageFusion, TrainingExample, hyperparameters, train_lora
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend.calibrate import case_request
 from kbservice.recommend.prompts import PROMPT_VERSION
+from kbservice.recommend.request import RequestImage
 from kbservice.types import CaseRecord
 
 if TYPE_CHECKING:
     from kbservice.services import Services
 
+STAGES = ("encoder", "adapter")
 TREATMENT_TARGET_CHARS = 300  # a recorded treatment is cut to this in the training target
 
 
@@ -39,33 +43,20 @@ def training_target(case: CaseRecord) -> str:
     return target
 
 
-def split_new_cases(
-    cases: Sequence[CaseRecord], *, fraction: float, seed: int
-) -> tuple[list[CaseRecord], list[CaseRecord]]:
-    """(train, held-out): per primary label, the cases with the smallest seeded hash of their id are held
-    out (a fixed share, rounded). Deterministic, and a case keeps its side as more cases arrive."""
-    groups: dict[str, list[CaseRecord]] = defaultdict(list)
-    for case in cases:
-        groups[case.diagnosis[0].casefold()].append(case)
-    train, held = [], []
-    for label in sorted(groups):
-        members = sorted(groups[label], key=lambda c: hashlib.sha256(f"{seed}:{c.case_id}".encode()).hexdigest())
-        count = round(len(members) * fraction)
-        held += members[:count]
-        train += members[count:]
-    if not held and len(train) > 1:  # too few per label to round up: hold out one overall
-        held.append(train.pop())
-    return sorted(train, key=lambda c: c.case_id), sorted(held, key=lambda c: c.case_id)
-
-
 def run_update_cycle(
     services: Services,
     *,
     triggered_by: str,
     lease: HeldLease | None = None,
     progress: Progress | None = None,
+    stages: Sequence[str] = STAGES,
 ) -> dict[str, Any]:
-    """Runs one cycle and returns its report (also stored with the run, and with the adapter version)."""
+    """Runs one cycle and returns its report (also stored with the run, and with the adapter version).
+    `stages`: the encoder stage (new labelled image cases -> image encoder) runs first, so the adapter
+    stage trains its image projector on the encoder that serves."""
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown or not stages:
+        raise KBError(f"unknown update stage(s) {unknown}; choose from {', '.join(STAGES)}")
     progress = progress or NoProgress()
     started = time.perf_counter()
     registry, store, settings = services.registry, services.adapter_store, services.settings.learn
@@ -103,6 +94,30 @@ def run_update_cycle(
         labelled = [c for c in services.case_store.cases(as_of=version) if c.diagnosis]
         new = [c for c in labelled if c.version_added > watermark and c.case_id not in frozen_ids]
         report.update(champion=champion, data_watermark=watermark, new_cases=len(new))
+        if "encoder" in stages:
+            from kbservice.learn.encoder_cycle import run_encoder_stage
+
+            _, adapter_heldout = split_new_cases(new, fraction=settings.heldout_fraction, seed=settings.seed)
+            report["encoder"] = run_encoder_stage(
+                services,
+                run_id=run_id,
+                version=version,
+                labelled=labelled,
+                frozen_ids=frozen_ids,
+                shared_split=({c.case_id for c in new}, {c.case_id for c in adapter_heldout}),
+                triggered_by=triggered_by,
+                progress=progress,
+                check_lease=lease.check if lease else lambda: None,
+            )
+        if "adapter" not in stages:
+            stage = report["encoder"]
+            if stage["status"] == "skipped":
+                return finish("skipped", stage["reason"])
+            return finish(
+                stage["status"],
+                f"encoder {stage['version']} {stage['status']}: "
+                + ("; ".join(stage["gate"]["reasons"]) or "passed the image-case gate"),
+            )
         if len(new) < settings.min_new_cases:
             return finish(
                 "skipped",
@@ -156,10 +171,11 @@ def _train_and_judge(
     stage = time.perf_counter()
     judged: dict[int, Judged] = {}
     everyone = train_cases + replay + heldout + frozen
+    images = case_images(services, everyone)
     with progress.task("Retrieving context for training and evaluation cases", total=len(everyone)) as advance:
         for case in everyone:
             # Each case is retrieved as a new patient would be: without itself.
-            request = case_request(case, version=version, mode="rag")
+            request = replace(case_request(case, version=version, mode="rag"), images=images.get(case.case_id, ()))
             judged[case.case_id] = Judged(case, recommender.evidence(request, exclude_chunk_ids=[case.chunk_id]))
             advance(1)
     timings["retrieve_s"] = time.perf_counter() - stage
@@ -170,6 +186,12 @@ def _train_and_judge(
     )
     report["labels"] = labels_report
 
+    fusion, vectors = image_fusion(services, train_cases + replay, images)
+    report["image_fusion"] = (
+        {"encoder_version": fusion.encoder_version, "tokens": fusion.tokens, "cases_with_images": len(vectors)}
+        if fusion
+        else None
+    )
     adapter_version = store.next_version()
     base = services.generator
     store.start(
@@ -186,12 +208,18 @@ def _train_and_judge(
         frozen_case_ids=[c.case_id for c in frozen],
         hyperparameters=hyperparameters(settings) | {"prompt_version": PROMPT_VERSION},
         triggered_by=report["triggered_by"],
+        encoder_version=fusion.encoder_version if fusion else None,
     )
     report["adapter_version"] = adapter_version
     try:
         stage = time.perf_counter()
         examples = [
-            TrainingExample(case_id=c.case_id, prompt=judged[c.case_id].evidence.prompt, target=training_target(c))
+            TrainingExample(
+                case_id=c.case_id,
+                prompt=judged[c.case_id].evidence.prompt,
+                target=training_target(c),
+                image_vectors=vectors.get(c.case_id),
+            )
             for c in train_cases + replay
         ]
         result = train_lora(
@@ -202,6 +230,8 @@ def _train_and_judge(
             out_dir=registry.partial_path(adapter_version),
             progress=progress,
             on_step=lambda _step: lease.check() if lease else None,
+            fusion=fusion,
+            projector_learning_rate=services.settings.imaging.projector_learning_rate,
         )
         timings["train_s"] = time.perf_counter() - stage
         report["training"] = result.to_json()
@@ -274,6 +304,30 @@ def _train_and_judge(
             error=f"{type(error).__name__}: {error}",
         )
         raise KBError(f"update cycle failed while building adapter {adapter_version}: {error}") from error
+
+
+def case_images(services: Services, cases: Sequence[CaseRecord]) -> dict[int, tuple[RequestImage, ...]]:
+    """Each case's stored images as request images (what a new patient's request would carry)."""
+    ids = services.image_store.ids_by_case([c.case_id for c in cases])
+    if not ids:
+        return {}
+    pixels = services.image_store.pixels([i for found in ids.values() for i in found])
+    return {case_id: tuple(RequestImage.of(pixels[i]) for i in found) for case_id, found in ids.items()}
+
+
+def image_fusion(
+    services: Services, cases: Sequence[CaseRecord], images: dict[int, tuple[RequestImage, ...]]
+) -> tuple[ImageFusion | None, dict[int, np.ndarray]]:
+    """What the projector trains on: the champion encoder's embeddings of the training cases' images (none
+    when no encoder exists or no training case has an image)."""
+    with_images = [c for c in cases if images.get(c.case_id)]
+    encoder_version = services.encoders.champion_version() if with_images else None
+    if encoder_version is None:
+        return None, {}
+    encoder = services.encoders.load(encoder_version)
+    vectors = {c.case_id: encoder.encode([i.pixels for i in images[c.case_id]]) for c in with_images}
+    tokens = services.settings.imaging.soft_tokens
+    return ImageFusion(encoder_version=encoder_version, encoder_dim=encoder.dim, tokens=tokens), vectors
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

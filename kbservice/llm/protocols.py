@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from kbservice.llm.scoring import ContinuationScore
 
@@ -20,10 +20,20 @@ class Generator(Protocol):
 
     def load_adapter(self, version: str, path: Path) -> None: ...
 
-    def generate(self, prompt: str, *, max_new_tokens: int, adapter: str | None = None) -> str: ...
+    def projector_encoder(self, adapter: str | None) -> str | None: ...
+
+    def generate(
+        self, prompt: str, *, max_new_tokens: int, adapter: str | None = None, image_vectors: Any = None
+    ) -> str: ...
 
     def stream(self, prompt: str, *, max_new_tokens: int, adapter: str | None = None) -> Iterator[str]: ...
 
     def score_candidates(
-        self, prompt: str, candidates: Sequence[str], *, static_head: str | None = None, adapter: str | None = None
+        self,
+        prompt: str,
+        candidates: Sequence[str],
+        *,
+        static_head: str | None = None,
+        adapter: str | None = None,
+        image_vectors: Any = None,
     ) -> list[ContinuationScore]: ...

@@ -49,9 +49,12 @@ def score_continuations(
     prompt_ids: Sequence[int],
     continuations: Sequence[Sequence[int]],
     head: PrefixCache | None = None,
+    soft: tuple[Sequence[int], torch.Tensor] | None = None,
 ) -> list[ContinuationScore]:
     """log P(continuation | prompt) for each continuation, in ONE forward pass over the prompt followed by
     every candidate (tree attention). `head`, if it is a proper prefix of the prompt, is not run again.
+    `soft` = (prompt positions, embeddings): those positions take the given input embeddings (image soft
+    tokens) instead of their token's.
 
     Logits are computed only where a score needs them (the prompt's last position and each candidate's
     non-final positions): on a 135M model the vocabulary projection costs as much as the layers."""
@@ -65,7 +68,13 @@ def score_continuations(
     prompt_length = len(prompt_ids)
     cache = None
     done = 0  # prompt tokens already in the cache
-    if head is not None and len(head.ids) < prompt_length and tuple(prompt_ids[: len(head.ids)]) == head.ids:
+    soft_start = min(soft[0]) if soft is not None and len(soft[0]) else prompt_length
+    if (
+        head is not None
+        and len(head.ids) < prompt_length
+        and len(head.ids) <= soft_start
+        and tuple(prompt_ids[: len(head.ids)]) == head.ids
+    ):
         cache = copy.deepcopy(head.cache)  # this request's tokens extend the copy, never the shared head
         done = len(head.ids)
     rest = list(prompt_ids[done:])
@@ -91,8 +100,14 @@ def score_continuations(
     keep = [len(rest) - 1] + [
         start + t for start, c in zip(starts, continuations, strict=True) for t in range(len(c) - 1)
     ]
+    input_ids = torch.tensor([rest + [token for c in continuations for token in c]], device=device)
+    inputs: dict[str, torch.Tensor] = {"input_ids": input_ids}
+    if soft is not None and len(soft[0]):
+        embeds = model.get_input_embeddings()(input_ids)
+        embeds[0, [p - done for p in soft[0]]] = soft[1].to(embeds.dtype)
+        inputs = {"inputs_embeds": embeds}
     out = model(
-        input_ids=torch.tensor([rest + [token for c in continuations for token in c]], device=device),
+        **inputs,
         cache=cache,
         attention_mask=mask,
         position_ids=positions[None],

@@ -12,6 +12,9 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from kbservice.errors import UnknownAdapterError
 from kbservice.llm.model_files import BaseModel
@@ -22,6 +25,10 @@ from kbservice.llm.scoring import (
     score_continuations,
     score_continuations_naive,
 )
+from kbservice.llm.soft_tokens import IMAGE_SLOT, ids_with_slots, strip_slots
+
+if TYPE_CHECKING:
+    from kbservice.imaging.projector import SoftTokenProjector
 
 
 class TransformersGenerator:
@@ -43,6 +50,7 @@ class TransformersGenerator:
         self._heads: dict[str | None, tuple[str, PrefixCache]] = {}
         self._adapters: set[str] = set()
         self._active: str | None = None
+        self._projectors: dict[str, tuple[SoftTokenProjector, str]] = {}  # adapter -> (projector, encoder version)
 
     # ----- adapters -----------------------------------------------------------------------------------
 
@@ -61,6 +69,33 @@ class TransformersGenerator:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=version).eval()
             self._adapters.add(version)
             self._activate(self._active)  # loading may switch the active adapter; restore it
+            from kbservice.imaging.projector import SoftTokenProjector
+
+            found = SoftTokenProjector.load(path)
+            if found is not None:
+                self._projectors[version] = found
+
+    def projector_encoder(self, adapter: str | None) -> str | None:
+        """The image encoder version whose embeddings `adapter`'s projector reads (None: it has none)."""
+        found = self._projectors.get(adapter) if adapter else None
+        return found[1] if found else None
+
+    def _inputs(self, prompt: str, adapter: str | None, image_vectors: Any):  # type: ignore[no-untyped-def]
+        """(token ids, soft-token positions, their embeddings or None) for a prompt that may hold image slots:
+        with `image_vectors` and an adapter that has a projector they become soft tokens, else plain text."""
+        import torch
+
+        found = self._projectors.get(adapter) if adapter else None
+        if found is None or image_vectors is None or IMAGE_SLOT not in prompt:
+            ids, _ = ids_with_slots(self.tokenizer, strip_slots(prompt), tokens=0)
+            return ids, [], None
+        projector = found[0]
+        ids, positions = ids_with_slots(self.tokenizer, prompt, tokens=projector.tokens)
+        with torch.no_grad():
+            mean = torch.as_tensor(np.asarray(image_vectors, dtype=np.float32)).mean(dim=0, keepdim=True)
+            tokens = projector(mean)[0]
+        slots = len(positions) // len(tokens)
+        return ids, positions, tokens.repeat(slots, 1)
 
     def _activate(self, adapter: str | None) -> None:
         """Makes `adapter` (None: the base model) the one that runs. Call with the lock held."""
@@ -88,16 +123,31 @@ class TransformersGenerator:
     def _encode(self, prompt: str):  # type: ignore[no-untyped-def]
         return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
 
-    def generate(self, prompt: str, *, max_new_tokens: int, adapter: str | None = None) -> str:
+    def generate(
+        self, prompt: str, *, max_new_tokens: int, adapter: str | None = None, image_vectors: Any = None
+    ) -> str:
+        """Greedy continuation of `prompt`; its image slots become soft tokens from `image_vectors` when the
+        adapter has a projector."""
         import torch
 
-        inputs = self._encode(prompt)
         with self._lock, torch.no_grad():
             self._activate(adapter)
+            ids, positions, soft = self._inputs(prompt, adapter, image_vectors)
+            input_ids = torch.tensor([ids], device=self.model.device)
+            extra = {}
+            if soft is not None:
+                embeds = self.model.get_input_embeddings()(input_ids)
+                embeds[0, positions] = soft.to(embeds.dtype)
+                extra = {"inputs_embeds": embeds}
             output = self.model.generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self._pad_id()
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self._pad_id(),
+                **extra,
             )
-        return self.tokenizer.decode(output[0, inputs.input_ids.shape[1] :], skip_special_tokens=True)
+        return self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)
 
     def stream(self, prompt: str, *, max_new_tokens: int, adapter: str | None = None) -> Iterator[str]:
         """The same text as `generate`, yielded in pieces as it is produced."""
@@ -124,16 +174,29 @@ class TransformersGenerator:
         worker.join()
 
     def score_candidates(
-        self, prompt: str, candidates: Sequence[str], *, static_head: str | None = None, adapter: str | None = None
+        self,
+        prompt: str,
+        candidates: Sequence[str],
+        *,
+        static_head: str | None = None,
+        adapter: str | None = None,
+        image_vectors: Any = None,
     ) -> list[ContinuationScore]:
         """log P(candidate | prompt) for each candidate, in one pass over the prompt and one over all the
-        candidates. `static_head`, a start that many prompts share, is run once and its cache kept."""
-        prompt_ids = self._encode(prompt).input_ids[0].tolist()
+        candidates. `static_head`, a start that many prompts share, is run once and its cache kept. The
+        prompt's image slots become soft tokens from `image_vectors` when the adapter has a projector."""
         continuations = [self.tokenizer(" " + c.strip(), add_special_tokens=False).input_ids for c in candidates]
         with self._lock:
             self._activate(adapter)
+            prompt_ids, positions, soft = self._inputs(prompt, adapter, image_vectors)
             head = self._head_cache(static_head, adapter) if static_head and prompt.startswith(static_head) else None
-            return score_continuations(self.model, prompt_ids=prompt_ids, continuations=continuations, head=head)
+            return score_continuations(
+                self.model,
+                prompt_ids=prompt_ids,
+                continuations=continuations,
+                head=head,
+                soft=(positions, soft) if soft is not None else None,
+            )
 
     def _head_cache(self, text: str, adapter: str | None) -> PrefixCache:
         cached = self._heads.get(adapter)

@@ -146,7 +146,7 @@ def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayR
             f"the configured one is {services.generator.model_sha256[:12]}"
         )
     fields = {k: v for k, v in stored["request"].items() if k not in ("with_treatment", "retrieval")}
-    request = replace(RecommendationRequest(**fields), as_of=provenance["knowledge_version"])
+    request = replace(RecommendationRequest.from_json(fields), as_of=provenance["knowledge_version"])
     adapter = provenance["adapter_version"]
     if adapter is not None:  # the adapter it ran on, whatever the champion is now (rows are immutable)
         services.load_adapter(adapter)

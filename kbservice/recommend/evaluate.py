@@ -56,7 +56,7 @@ def evaluate_diagnosis(
         fusion, calibration_id = Fusion(weights=report["weights"]), report["calibration_id"]
         if mode == "rag":
             ablations = {
-                "similar_cases_only": fit(held_out, names=evidence.CASE_FEATURES),
+                "similar_cases_only": fit(held_out, names=evidence.EVIDENCE_FEATURES),
                 "model_only_with_retrieved_context": fit(held_out, names=evidence.LLM_FEATURES),
             }
     else:

@@ -22,10 +22,13 @@ CASE_FEATURES = (
     "lexical_best",
     "lexical_best_sharp",
 )
+# Similar cases by image (the image index of the champion encoder): the same three signals as a ranker.
+IMAGE_FEATURES = ("image_vote", "image_best", "image_best_sharp")
 LLM_FEATURES = ("llm_mean_logprob", "llm_total_logprob")
+EVIDENCE_FEATURES = (*CASE_FEATURES, *IMAGE_FEATURES)
 
 # Uncalibrated starting weights, used only until `kbservice calibrate` has fitted real ones.
-DEFAULT_WEIGHTS = {name: 1.0 for name in CASE_FEATURES} | {"llm_mean_logprob": 1.0, "llm_total_logprob": 0.0}
+DEFAULT_WEIGHTS = {name: 1.0 for name in EVIDENCE_FEATURES} | {"llm_mean_logprob": 1.0, "llm_total_logprob": 0.0}
 
 
 def candidate_key(label: str) -> str:
@@ -65,3 +68,22 @@ def llm_features(mean_logprobs: Sequence[float], total_logprobs: Sequence[float]
     shift-invariant per column, and this keeps the numbers readable in stored features)."""
     matrix = np.column_stack([np.asarray(mean_logprobs, dtype=float), np.asarray(total_logprobs, dtype=float)])
     return matrix - matrix.max(axis=0, keepdims=True)
+
+
+def image_features(
+    candidates: Sequence[str], *, hits: Sequence[tuple[int, float]], cases: dict[int, CaseRecord]
+) -> np.ndarray:
+    """A (candidates x IMAGE_FEATURES) matrix from best-first (case id, cosine) similar-image hits."""
+    index = {candidate_key(label): row for row, label in enumerate(candidates)}
+    features = np.zeros((len(candidates), len(IMAGE_FEATURES)))
+    for rank, (case_id, score) in enumerate(hits, start=1):
+        case = cases.get(case_id)
+        if case is None:
+            continue
+        for label in case.diagnosis:
+            row = index.get(candidate_key(label))
+            if row is not None:
+                features[row, 0] += 1.0 / rank
+                features[row, 1] = max(features[row, 1], max(score, 0.0))
+    features[:, 2] = features[:, 1] ** 8
+    return features

@@ -11,15 +11,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kbservice.config import RecommendSettings
+from kbservice.config import ImagingSettings, RecommendSettings
 from kbservice.db.case_store import CaseStore
 from kbservice.errors import KBError
 from kbservice.llm.protocols import Generator
+from kbservice.llm.soft_tokens import IMAGE_SLOT
 from kbservice.recommend import evidence
+from kbservice.recommend.evidence_retrieval import gather, image_summary
 from kbservice.recommend.fusion import Fusion
 from kbservice.recommend.prompts import (
     DIAGNOSIS_ANSWER_PREFIX,
@@ -31,9 +33,18 @@ from kbservice.recommend.prompts import (
     static_head,
 )
 from kbservice.recommend.request import Mode, RecommendationRequest, clean_request
-from kbservice.recommend.sources import RetrievalRecord, Source, number_sources, treatment_sources
+from kbservice.recommend.sources import (
+    RetrievalRecord,
+    Source,
+    image_case_sources,
+    number_sources,
+    treatment_sources,
+)
 from kbservice.recommend.treatment import Listener, TreatmentPlan, TreatmentPlanner
 from kbservice.retrieve import Retriever
+
+if TYPE_CHECKING:
+    from kbservice.imaging.similarity import ImageSimilarity
 
 DIFFERENTIAL_SIZE = 5
 
@@ -63,6 +74,7 @@ class Evidence:
     prompt: str  # the chat prompt, ending with DIAGNOSIS_ANSWER_PREFIX: the model continues with a diagnosis
     retrieval: RetrievalRecord
     retrieve_s: float
+    images: tuple[np.ndarray, ...] = ()  # the request's normalised images (soft tokens, when the adapter can)
 
 
 class Recommender:
@@ -74,9 +86,13 @@ class Recommender:
         generator: Generator,
         settings: RecommendSettings,
         max_chars: int,
+        images: ImageSimilarity | None = None,
+        imaging: ImagingSettings | None = None,
     ) -> None:
         self.retriever = retriever
         self.case_store = case_store
+        self.images = images
+        self.imaging = imaging or ImagingSettings()
         self.generator = generator
         self.settings = settings
         self.max_chars = max_chars
@@ -111,7 +127,7 @@ class Recommender:
                 "with `conditions:` in their front matter"
             )
         sources: list[Source] = []
-        case_matrix = np.zeros((len(candidates), len(evidence.CASE_FEATURES)))
+        case_matrix = np.zeros((len(candidates), len(evidence.EVIDENCE_FEATURES)))
         prompt_sources: list[PromptSource] = []
         retrieval = recorded or RetrievalRecord()
         if request.mode == "rag":
@@ -121,16 +137,25 @@ class Recommender:
             dense = [(int(cid), float(score)) for cid, score in retrieval.dense]
             lexical = [(int(cid), float(score)) for cid, score in retrieval.lexical]
             cases_by_chunk = self.case_store.by_chunk_ids([cid for cid, _ in dense] + [cid for cid, _ in lexical])
-            case_matrix = evidence.case_features(
-                candidates, dense=dense, lexical=lexical, cases_by_chunk=cases_by_chunk
+            image_cases = self.case_store.by_case_ids([int(row[1]) for row in retrieval.images])
+            case_matrix = np.hstack(
+                [
+                    evidence.case_features(candidates, dense=dense, lexical=lexical, cases_by_chunk=cases_by_chunk),
+                    evidence.image_features(
+                        candidates, hits=[(int(r[1]), float(r[2])) for r in retrieval.images], cases=image_cases
+                    ),
+                ]
             )
             sources = number_sources(
                 guideline_hits, dense, lexical, cases_by_chunk, rrf_k=self.retriever.settings.rrf_k
             )
+            sources += image_case_sources(retrieval.images, image_cases, start=len(sources) + 1)
             prompt_sources = [s.prompt_view() for s in sources if s.kind == "guideline"] + [
-                s.prompt_view() for s in sources if s.kind == "case"
+                s.prompt_view() for s in sources if s.kind in ("case", "image_case")
             ][: self.settings.similar_cases]
         patient = render_patient(request.findings, history=request.history, age=request.age, sex=request.sex)
+        if request.images:
+            patient = f"Image: {IMAGE_SLOT}\n{patient}"
         message = diagnosis_message(
             patient,
             prompt_sources,
@@ -145,6 +170,7 @@ class Recommender:
             prompt=self.generator.chat_prompt(message, system=SYSTEM) + DIAGNOSIS_ANSWER_PREFIX,
             retrieval=retrieval,
             retrieve_s=time.perf_counter() - started,
+            images=tuple(image.pixels for image in request.images),
         )
 
     def features(
@@ -162,13 +188,17 @@ class Recommender:
         """Adds the model's scores of every candidate (with `adapter`) to the evidence."""
         started = time.perf_counter()
         scores = self.generator.score_candidates(
-            found.prompt, found.candidates, static_head=self._static_head, adapter=adapter
+            found.prompt,
+            found.candidates,
+            static_head=self._static_head,
+            adapter=adapter,
+            image_vectors=self.image_vectors(found.images, adapter),
         )
         llm_matrix = evidence.llm_features([s.mean_logprob for s in scores], [s.total_logprob for s in scores])
         return Features(
             version=found.version,
             candidates=found.candidates,
-            names=[*evidence.CASE_FEATURES, *evidence.LLM_FEATURES],
+            names=[*evidence.EVIDENCE_FEATURES, *evidence.LLM_FEATURES],
             matrix=np.hstack([found.case_matrix, llm_matrix]),
             sources=found.sources,
             prompt=found.prompt,
@@ -176,25 +206,28 @@ class Recommender:
             retrieval=found.retrieval,
         )
 
+    def image_vectors(self, images: Sequence[np.ndarray], adapter: str | None) -> np.ndarray | None:
+        """The images embedded by the encoder version `adapter`'s projector was trained on (None: the adapter
+        has no projector, or there are no images)."""
+        encoder_version = self.generator.projector_encoder(adapter)
+        if not images or encoder_version is None or self.images is None:
+            return None
+        return self.images.registry.load(encoder_version).encode(list(images))
+
     def retrieve(
         self, request: RecommendationRequest, *, version: int, exclude_chunk_ids: Sequence[int]
     ) -> RetrievalRecord:
-        """Guideline passages (hybrid) and similar cases (each ranker unfused) for a cleaned request."""
-        query = request.findings + (f"\n{request.history}" if request.history else "")
-        guideline_hits = self.retriever.search(
-            query, k=max(self.settings.guideline_passages, 1), as_of=version, kind="guideline"
-        ).hits[: self.settings.guideline_passages]
-        dense, lexical = self.retriever.rankings(
-            query,
+        """Guideline passages (hybrid), similar cases (each ranker unfused) and, for a request with images,
+        similar cases by image, for a cleaned request."""
+        return gather(
+            request,
             version=version,
-            depth=self.settings.evidence_depth,
-            kind="case",
             exclude_chunk_ids=exclude_chunk_ids,
-        )
-        return RetrievalRecord(
-            guideline=[[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in guideline_hits],
-            dense=[[cid, score] for cid, score in dense],
-            lexical=[[cid, score] for cid, score in lexical],
+            retriever=self.retriever,
+            case_store=self.case_store,
+            images=self.images,
+            settings=self.settings,
+            imaging=self.imaging,
         )
 
     # ----- the whole answer -------------------------------------------------------------------------
@@ -242,6 +275,7 @@ class Recommender:
             treatment["note"] = "no treatment plan without retrieval (no-rag mode)"
         timings["total_s"] = time.perf_counter() - started
         created_at = created_at or datetime.now(UTC).isoformat()
+        images = image_summary(request, feats.retrieval)
         return {
             "id": recommendation_id or f"rec-{uuid.uuid4().hex[:16]}",
             "differential": differential,
@@ -249,12 +283,14 @@ class Recommender:
             "reason": reason,
             "treatment": treatment,
             "sources": [s.to_json() for s in feats.sources],
+            "images": images,
             "provenance": {
                 "knowledge_version": feats.version,
                 "index_build": index_build,
                 "base_model": self.generator.model_name,
                 "base_model_sha256": self.generator.model_sha256,
                 "adapter_version": adapter,
+                "encoder_version": feats.retrieval.encoder_version,
                 "prompt_version": PROMPT_VERSION,
                 "calibration_id": calibration_id,
                 "mode": request.mode,

@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 from kbservice.errors import InvalidRequestError, UnknownAdapterError
 from kbservice.ingest import deid
 
 Mode = Literal["rag", "no-rag"]
+
+
+@dataclass(frozen=True)
+class RequestImage:
+    """An image of the request, already read and normalised (no file, no header: nothing identifying)."""
+
+    sha256: str  # of the normalised pixels
+    pixels: np.ndarray  # uint8 (size, size)
+
+    @classmethod
+    def of(cls, pixels: np.ndarray) -> RequestImage:
+        return cls(sha256=hashlib.sha256(pixels.tobytes()).hexdigest(), pixels=pixels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "size": int(self.pixels.shape[0]),
+            "pixels_b64": base64.b64encode(self.pixels.tobytes()).decode(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RequestImage:
+        pixels = np.frombuffer(base64.b64decode(data["pixels_b64"]), dtype=np.uint8)
+        return cls(sha256=data["sha256"], pixels=pixels.reshape(data["size"], data["size"]))
 
 
 @dataclass(frozen=True)
@@ -20,15 +48,21 @@ class RecommendationRequest:
     as_of: int | None = None
     adapter: str | None = None  # None: the champion adapter; "none": the base model alone
     mode: Mode = "rag"
+    images: tuple[RequestImage, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dict(self.__dict__) | {"images": [image.to_json() for image in self.images]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RecommendationRequest:
+        images = tuple(RequestImage.from_json(i) for i in data.get("images") or [])
+        return cls(**{k: v for k, v in data.items() if k != "images"}, images=images)
 
 
 def clean_request(request: RecommendationRequest, *, max_chars: int) -> RecommendationRequest:
     """The request validated and de-identified: identifiers never reach the prompt or the audit."""
-    if not isinstance(request.findings, str) or not request.findings.strip():
-        raise InvalidRequestError("findings are empty; describe the patient's findings")
+    if not isinstance(request.findings, str) or (not request.findings.strip() and not request.images):
+        raise InvalidRequestError("findings are empty; describe the patient's findings or give an image")
     for name in ("findings", "history"):
         value = getattr(request, name)
         if value is not None and not _is_utf8(value):
@@ -49,14 +83,17 @@ def clean_request(request: RecommendationRequest, *, max_chars: int) -> Recommen
         elif age > 89:
             age = "90+"
     check_adapter(request.adapter)
+    findings = request.findings.replace("\x00", "").strip()  # NUL delimits the prompt's image slot
+    history = (request.history or "").replace("\x00", "").strip()
     return RecommendationRequest(
-        findings=deid.scrub(request.findings.strip()).text,
-        history=deid.scrub(request.history.strip()).text if request.history and request.history.strip() else None,
+        findings=deid.scrub(findings).text if findings else "",
+        history=deid.scrub(history).text if history else None,
         age=age,
         sex=request.sex,
         as_of=request.as_of,
         adapter=request.adapter,
         mode=request.mode,
+        images=request.images,
     )
 
 

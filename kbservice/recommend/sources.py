@@ -25,6 +25,7 @@ class Source:
     title: str
     text: str
     case: CaseRecord | None = None
+    image_id: int | None = None  # kind "image_case": the prior image found similar
 
     def prompt_view(self) -> PromptSource:
         if self.case is None:
@@ -32,7 +33,7 @@ class Source:
         return PromptSource(
             id=self.id,
             kind="case",
-            title=f"Prior case {self.case.id}",
+            title=f"Prior case {self.case.id}" + (" (similar image)" if self.image_id is not None else ""),
             text=self.case.findings,
             diagnosis="; ".join(self.case.diagnosis),
         )
@@ -67,6 +68,8 @@ class Source:
         if self.case is not None:
             data["case_id"] = self.case.case_id
             data["diagnosis"] = self.case.diagnosis
+        if self.image_id is not None:
+            data["image_id"] = self.image_id
         return data
 
 
@@ -80,6 +83,8 @@ class RetrievalRecord:
     dense: list[list] = field(default_factory=list)  # similar cases: [chunk_id, cosine]
     lexical: list[list] = field(default_factory=list)  # similar cases: [chunk_id, lexical score]
     treatment: list[list] | None = None  # guideline hits for the treatment query; None until it runs
+    images: list[list] = field(default_factory=list)  # similar images: [image_id, case_id, cosine]
+    encoder_version: str | None = None  # the image encoder whose index found them
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +155,30 @@ def number_sources(
                 title=f"Case {case.id}",
                 text=case.findings,
                 case=case,
+            )
+        )
+    return sources
+
+
+def image_case_sources(hits: list[list], cases: dict[int, CaseRecord], *, start: int) -> list[Source]:
+    """Prior cases found by image similarity ([image_id, case_id, cosine] rows), numbered from S{start}."""
+    sources = []
+    for image_id, case_id, score in hits:
+        case = cases.get(int(case_id))
+        if case is None:
+            continue
+        sources.append(
+            Source(
+                id=f"S{start + len(sources)}",
+                kind="image_case",
+                score=float(score),
+                content_hash=case.content_hash,
+                chunk_id=case.chunk_id,
+                document_id=case.document_id,
+                title=f"Case {case.id} (similar image)",
+                text=case.findings,
+                case=case,
+                image_id=int(image_id),
             )
         )
     return sources

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -11,6 +13,7 @@ from kbservice.errors import IngestError
 from kbservice.services import Services
 from tests.conftest import write
 from tests.helpers import cases_jsonl, ingest_case_file, store_fingerprint
+from tests.imaging.images import write_png
 
 IDENTIFIED = {
     "id": "c-1",
@@ -45,13 +48,16 @@ def test_cases_are_deidentified_versioned_and_similar_case_searchable(services: 
         "findings": "Fever, productive cough and crackles at the right base.",
         "diagnosis": "Pneumonia",
     }
+    write_png(tmp_path / "xr" / "chest-1.png", np.full((8, 8), 90, dtype=np.uint8))
     report = ingest_case_file(services, cases_jsonl(tmp_path, "cases.jsonl", IDENTIFIED, second), labeled_by="Curator")
     assert report.version == 1 and report.added == ["case:c-1", "case:c-2"]
     stored = services.case_store.cases(as_of=1)
     first = stored[0].to_json()
     assert first["id"] == "c-1" and first["version_added"] == 1 and first["case_id"] == stored[0].case_id
     assert first["age"] == "90+" and first["sex"] == "F"
-    assert first["diagnosis"] == ["Asthma", "Allergic rhinitis"] and first["images"] == ["xr/chest-1.png"]
+    assert first["diagnosis"] == ["Asthma", "Allergic rhinitis"]
+    # The submitter's file name is not kept (it can name the patient): the stored file's content address is.
+    assert len(first["images"]) == 1 and re.fullmatch(r"[0-9a-f]{64}\.png", first["images"][0])
     assert first["labeled_by"] == "Dr. Reviewer" and stored[1].labeled_by == "Curator"
     assert "salbutamol 100 mcg" in first["findings"] and "Budesonide-formoterol 200/6" in first["treatment"]
     # Nothing identifying anywhere in SQL: the case row, the document, the chunk the index embeds.
@@ -73,6 +79,8 @@ def test_cases_are_deidentified_versioned_and_similar_case_searchable(services: 
 
 
 def test_csv_cases_with_several_labels(services: Services, tmp_path: Path) -> None:
+    for name, value in (("a", 10), ("b", 200)):
+        write_png(tmp_path / "img" / f"{name}.png", np.full((8, 8), value, dtype=np.uint8))
     path = write(
         tmp_path / "cases.csv",
         "id,findings,diagnosis,age,sex,images\n"
@@ -81,7 +89,8 @@ def test_csv_cases_with_several_labels(services: Services, tmp_path: Path) -> No
     )
     ingest_case_file(services, path)
     first, second = services.case_store.cases(as_of=1)
-    assert first.diagnosis == ["Type 2 diabetes", "Hypertension"] and first.images == ["img/a.png", "img/b.png"]
+    assert first.diagnosis == ["Type 2 diabetes", "Hypertension"] and len(first.images) == 2
+    assert services.image_store.ids_by_case([first.case_id, second.case_id]) == {first.case_id: [1, 2]}
     assert first.age == "55" and second.age is None and second.images == []
 
 

@@ -34,7 +34,7 @@ def test_packed_logits_equal_each_example_alone(tiny_lm_dir: Path) -> None:
         logits_to_keep=packed.predict_at,
     ).logits[0]
     row = 0
-    for prompt, target in items:
+    for prompt, target, _ in items:
         alone = model(input_ids=torch.tensor([prompt + target])).logits[0]
         for t in range(len(target)):
             torch.testing.assert_close(out[row], alone[len(prompt) + t - 1], atol=1e-4, rtol=1e-4)

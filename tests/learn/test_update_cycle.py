@@ -14,7 +14,8 @@ from kbservice.errors import KBError
 from kbservice.learn import update as update_module
 from kbservice.learn.lease_guard import HeldLease
 from kbservice.learn.registry import directory_sha256
-from kbservice.learn.update import run_update_cycle, split_new_cases
+from kbservice.learn.split import split_new_cases
+from kbservice.learn.update import run_update_cycle
 from kbservice.services import Services
 from tests.conftest import DEMO_CASES, SHARED_DATA
 from tests.helpers import cases_jsonl, ingest_case_file

@@ -1,0 +1,1 @@
+"""Medical images: readers, de-identification, encoders, similar-image search, the fusion projector."""

@@ -1,0 +1,293 @@
+"""Image benchmarks on real data: the encoder the update cycle trains (PneumoniaMNIST), and text + image
+fusion against each modality alone (COVID-19 chest X-rays with clinical notes), plus ingest throughput
+and recommendation latency with an image. Each runs on fresh services (a temporary data directory).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kbservice.imaging.metrics import classification_metrics as image_metrics
+from kbservice.imaging.prepare import request_pixels
+from kbservice.ingest.cases import ingest_cases
+from kbservice.learn.update import run_update_cycle
+from kbservice.progress import NoProgress, Progress
+from kbservice.recommend.calibrate import Example, fit, truth_indices
+from kbservice.recommend.evaluate import Decision, classification_metrics
+from kbservice.recommend.request import RecommendationRequest, RequestImage
+
+if TYPE_CHECKING:
+    from kbservice.services import Services
+
+PNEUMONIA_LABELS = ("Normal chest radiograph", "Pneumonia")
+# COVID-19 chest X-ray findings grouped into three classes (the rare ones are all other pneumonias).
+COVID_CLASSES = {"COVID-19": "COVID-19", "COVID-19, ARDS": "COVID-19", "No Finding": "No finding"}
+OTHER_PNEUMONIA = "Other pneumonia"
+CONDITIONS = ("text", "image", "text+image")
+
+
+def _ingest(services: Services, path: Path, progress: Progress) -> tuple[float, int]:
+    started = time.perf_counter()
+    report = ingest_cases(path, **services.ingest_targets(), author="bench", progress=progress)
+    return time.perf_counter() - started, len(report.added)
+
+
+# ----- PneumoniaMNIST: the encoder trained by the update cycle ----------------------------------------
+
+
+def pneumonia_benchmark(
+    services: Services, npz: Path, workdir: Path, *, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Ingests the train split as image-only cases and the validation split as the frozen evaluation set,
+    runs the update cycle's encoder stage, and scores the promoted encoder on the untouched test split."""
+    from PIL import Image
+
+    progress = progress or NoProgress()
+    data = np.load(npz)
+    files: dict[str, Path] = {}
+    for split in ("train", "val"):
+        rows = []
+        for n, (pixels, label) in enumerate(zip(data[f"{split}_images"], data[f"{split}_labels"][:, 0], strict=True)):
+            name = f"{split}/{n}.png"
+            (workdir / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(workdir / name)
+            rows.append({"id": f"{split}-{n}", "diagnosis": PNEUMONIA_LABELS[int(label)], "images": [name]})
+        files[split] = workdir / f"{split}.jsonl"
+        files[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train_s, train_count = _ingest(services, files["train"], progress)
+    val_s, val_count = _ingest(services, files["val"], progress)
+    frozen = [c.case_id for c in services.case_store.cases(as_of=2) if c.version_added == 2]
+    services.adapter_store.freeze_cases(frozen, audit=services.audit, actor="bench")
+    started = time.perf_counter()
+    cycle = run_update_cycle(services, triggered_by="bench-images", progress=progress, stages=("encoder",))
+    cycle_s = time.perf_counter() - started
+    stage = cycle["encoder"]
+    if stage.get("status") != "promoted":
+        return {"cycle": cycle, "error": "the encoder was not promoted"}
+    encoder = services.encoders.load(stage["version"])
+    from kbservice.imaging.readers import model_input
+
+    size = services.settings.imaging.size
+    test = [model_input(p.astype(np.float32) / 255.0, size) for p in data["test_images"]]
+    started = time.perf_counter()
+    probabilities = encoder.class_probabilities(test)  # type: ignore[attr-defined]
+    encode_s = time.perf_counter() - started
+    order = [encoder.labels.index(label) for label in PNEUMONIA_LABELS]  # type: ignore[attr-defined]
+    metrics = image_metrics([int(y) for y in data["test_labels"][:, 0]], probabilities[:, order])
+    return {
+        "test": {k: metrics[k] for k in ("cases", "accuracy", "macro_f1", "auc")},
+        "gate": stage["metrics"]["candidate"],
+        "encoder_version": stage["version"],
+        "training": stage["training"] | {"train_s": stage["train_s"]},
+        "update_cycle_s": round(cycle_s, 1),
+        "ingest": {
+            "train_images": train_count,
+            "train_images_per_s": round(train_count / train_s, 1),
+            "val_images": val_count,
+            "val_images_per_s": round(val_count / val_s, 1),
+        },
+        "test_images_per_s_classified": round(len(test) / encode_s, 1),
+    }
+
+
+# ----- COVID-19 chest X-rays: text, image and both -------------------------------------------------
+
+
+def covid_rows(folder: Path) -> list[dict[str, Any]]:
+    """Labelled rows (not "todo") with their class, findings text and image path."""
+    rows = []
+    with (folder / "xray_licensed_metadata.csv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["finding"] == "todo":
+                continue
+            rows.append(
+                {
+                    "patient": row["patientid"],
+                    "label": COVID_CLASSES.get(row["finding"], OTHER_PNEUMONIA),
+                    "finding": row["finding"],
+                    "findings": covid_findings(row),
+                    "age": row["age"] if row["age"].strip().isdigit() else None,
+                    "sex": row["sex"] if row["sex"] in ("M", "F") else None,
+                    "image": folder / "images256" / row["image_png"],
+                }
+            )
+    return rows
+
+
+def covid_findings(row: dict[str, str]) -> str:
+    """The clinical note plus the measurements recorded with the image (never the finding itself)."""
+    parts = [row["clinical_notes"].strip() or "No clinical notes."]
+    for key, unit in (
+        ("temperature", " C"),
+        ("pO2_saturation", "%"),
+        ("leukocyte_count", ""),
+        ("lymphocyte_count", ""),
+    ):
+        if row.get(key, "").strip():
+            parts.append(f"{key.replace('_', ' ')}: {row[key].strip()}{unit}")
+    if row.get("view", "").strip():
+        parts.append(f"view: {row['view'].strip()}")
+    return "; ".join(parts)
+
+
+def patient_split(rows: list[dict[str, Any]], *, test_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, test) with every patient on one side: patients ordered by a seeded hash, per class of their
+    first image, the first `test_fraction` of each class to test."""
+    by_class: dict[str, list[str]] = {}
+    first_label: dict[str, str] = {}
+    for row in rows:
+        first_label.setdefault(row["patient"], row["label"])
+    for patient, label in first_label.items():
+        by_class.setdefault(label, []).append(patient)
+    test_patients: set[str] = set()
+    for patients in by_class.values():
+        ordered = sorted(patients, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
+        test_patients |= set(ordered[: round(len(ordered) * test_fraction)])
+    return [r for r in rows if r["patient"] not in test_patients], [r for r in rows if r["patient"] in test_patients]
+
+
+def _request(row: dict[str, Any], pixels: np.ndarray, condition: str) -> RecommendationRequest:
+    text = condition in ("text", "text+image")
+    return RecommendationRequest(
+        findings=row["findings"] if text else "",
+        age=row["age"] if text else None,
+        sex=row["sex"] if text else None,
+        images=(RequestImage.of(pixels),) if condition != "text" else (),
+    )
+
+
+def fusion_benchmark(
+    services: Services,
+    folder: Path,
+    workdir: Path,
+    *,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    latency_requests: int = 20,
+    progress: Progress | None = None,
+    features_out: Path | None = None,
+) -> dict[str, Any]:
+    """Trains encoder and adapter (with its projector) on the train patients through the update cycle, fits
+    each condition's fusion weights on the cycle's held-out cases, and scores text, image and both on the
+    test patients."""
+    progress = progress or NoProgress()
+    rows = covid_rows(folder.resolve())  # the case file lives elsewhere: image paths must be absolute
+    train, test = patient_split(rows, test_fraction=test_fraction, seed=seed)
+    records = [
+        {"id": f"x{n}", "findings": r["findings"], "diagnosis": r["label"], "images": [str(r["image"])]}
+        | ({"age": r["age"]} if r["age"] else {})
+        | ({"sex": r["sex"]} if r["sex"] else {})
+        for n, r in enumerate(train)
+    ]
+    path = workdir / "covid_train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    ingest_s, ingested = _ingest(services, path, progress)
+    started = time.perf_counter()
+    cycle = run_update_cycle(services, triggered_by="bench-fusion", progress=progress)
+    cycle_s = time.perf_counter() - started
+    if cycle["encoder"].get("status") != "promoted" or not cycle.get("adapter_version"):
+        return {"cycle": cycle, "error": "the update cycle did not promote an encoder and an adapter"}
+    adapter = services.serving_adapter(None)
+    version = services.retriever.resolve_version(None)
+    heldout_ids = services.adapter_store.get(adapter)["heldout_case_ids"] if adapter else []
+    heldout = list(services.case_store.by_case_ids(heldout_ids).values())
+    stored_pixels = services.image_store.pixels(
+        [i for ids in services.image_store.ids_by_case(heldout_ids).values() for i in ids]
+    )
+    image_of_case = {c: ids[0] for c, ids in services.image_store.ids_by_case(heldout_ids).items()}
+    recommender = services.recommender
+    results: dict[str, Any] = {}
+    saved: dict[str, Any] = {}
+    test_pixels = [request_pixels(r["image"], settings=services.settings.imaging) for r in test]
+    with progress.task(
+        "Scoring held-out and test cases per condition", total=3 * (len(heldout) + len(test))
+    ) as advance:
+        for condition in CONDITIONS:
+            calibration = []
+            for case in heldout:
+                row = {"findings": case.findings, "age": case.age, "sex": case.sex}
+                request = recommender.clean_request(
+                    _request(row, stored_pixels[image_of_case[case.case_id]], condition)
+                )
+                evidence = recommender.evidence(request, exclude_chunk_ids=[case.chunk_id])
+                features = recommender.score(evidence, adapter)
+                calibration.append(
+                    Example(case=case, features=features, truth=truth_indices(features.candidates, case.diagnosis))
+                )
+                advance(1)
+            fusion = fit([e for e in calibration if e.truth])
+            saved[condition] = {
+                "calibration": [
+                    (e.features.candidates, e.features.names, e.features.matrix, e.truth) for e in calibration
+                ],
+                "test": [],
+            }
+            decisions = []
+            for row, pixels in zip(test, test_pixels, strict=True):
+                features = recommender.features(
+                    recommender.clean_request(_request(row, pixels, condition)), adapter=adapter
+                )
+                saved[condition]["test"].append((features.candidates, features.names, features.matrix, row["label"]))
+                p = fusion.probabilities(features.matrix, features.names)
+                top = int(np.argmax(p))
+                decisions.append(
+                    Decision(labels=[row["label"]], top=features.candidates[top], probability=float(p[top]))
+                )
+                advance(1)
+            metrics = classification_metrics(decisions)
+            results[condition] = {k: metrics[k] for k in ("accuracy", "macro_f1", "ece", "per_class_recall")} | {
+                "weights": {k: round(v, 3) for k, v in fusion.weights.items()}
+            }
+    if features_out is not None:  # for offline analysis of the fusion
+        import pickle
+
+        features_out.write_bytes(pickle.dumps(saved))
+    latency = {}
+    for condition in ("image", "text+image"):
+        from kbservice.recommend.answer import recommend
+
+        times = []
+        for row, pixels in list(zip(test, test_pixels, strict=True))[:latency_requests]:
+            started = time.perf_counter()
+            recommend(services, _request(row, pixels, condition), actor="bench")
+            times.append(time.perf_counter() - started)
+        latency[condition] = {
+            "p50_s": round(statistics.median(times), 3),
+            "max_s": round(max(times), 3),
+            "n": len(times),
+        }
+    return {
+        "split": {
+            "train_images": len(train),
+            "train_patients": len({r["patient"] for r in train}),
+            "test_images": len(test),
+            "test_patients": len({r["patient"] for r in test}),
+            "shared_patients": len({r["patient"] for r in train} & {r["patient"] for r in test}),
+            "classes_train": dict(Counter(r["label"] for r in train)),
+            "classes_test": dict(Counter(r["label"] for r in test)),
+            "calibration_cases": len(heldout),
+        },
+        "conditions": results,
+        "ingest": {"images": ingested, "seconds": round(ingest_s, 1), "images_per_s": round(ingested / ingest_s, 1)},
+        "update_cycle": {
+            "seconds": round(cycle_s, 1),
+            "status": cycle["status"],
+            "encoder": cycle["encoder"].get("status"),
+            "encoder_metrics": (cycle["encoder"].get("metrics") or {}).get("candidate"),
+            "adapter": cycle.get("adapter_version"),
+            "image_fusion": cycle.get("image_fusion"),
+            "training": cycle.get("training"),
+        },
+        "recommend_latency": latency,
+        "seed": seed,
+        "knowledge_version": version,
+    }
