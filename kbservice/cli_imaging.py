@@ -6,12 +6,15 @@ Registered on the Typer apps of kbservice.cli (imported there).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from kbservice.cli import JsonFlag, _author, _print_json, _progress, app, bench_app, eval_app, out, state
+
+if TYPE_CHECKING:
+    from kbservice.recommend.request import RequestImage
 
 images_app = typer.Typer(help="Stored case images: metadata and similar prior images.", no_args_is_help=True)
 encoders_app = typer.Typer(
@@ -25,7 +28,7 @@ ImageOption = Annotated[
 ]
 
 
-def request_images(paths: list[Path]) -> tuple:  # tuple[RequestImage, ...]
+def request_images(paths: list[Path]) -> tuple[RequestImage, ...]:
     """The images of a request, read and normalised (ImageReadError names a bad file)."""
     from kbservice.imaging.prepare import request_pixels
     from kbservice.recommend.request import RequestImage

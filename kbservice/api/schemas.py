@@ -209,6 +209,16 @@ class Provenance(_Open):
     created_at: str
 
 
+class ImagesUsed(_Open):
+    """The request's images (CLI requests may carry them): whether they were used, and by which encoder."""
+
+    given: int
+    sha256: list[str]
+    used: bool
+    encoder_version: str | None
+    note: str | None = None
+
+
 class Recommendation(BaseModel):
     id: str
     differential: list[DifferentialEntry]
@@ -216,6 +226,7 @@ class Recommendation(BaseModel):
     reason: str | None
     treatment: Treatment
     sources: list[Source]
+    images: ImagesUsed | None = None  # None: answered before images were supported
     provenance: Provenance
     timings: dict[str, float]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,9 @@ class ImageHit:
 class _Built:
     encoder: ImageEncoder
     index: FaissVectorIndex
+    # FAISS may not be searched while vectors are added; each index has its own lock, so building a new
+    # encoder's index never blocks searches of the one that is answering.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ImageSimilarity:
@@ -43,7 +46,7 @@ class ImageSimilarity:
         self.images = images
         self.index_dir = index_dir / "images"
         self._current: _Built | None = None
-        self._lock = threading.Lock()  # one writer of an index at a time
+        self._lock = threading.Lock()  # one build at a time (in the background or for the first request)
         self._building: threading.Thread | None = None
 
     def path(self, version: str) -> Path:
@@ -62,22 +65,26 @@ class ImageSimilarity:
             if built is not None and not wait:
                 self.rebuild_in_background(version)
                 return self._catch_up(built)
-            built = self._open(version, progress=progress)
-            self._current = built
+            with self._lock:  # concurrent first requests build it once
+                built = self._current
+                if built is None or built.encoder.version != version:
+                    built = self._open(version, progress=progress)
+                    self._current = built
         return self._catch_up(built)
 
     def rebuild_in_background(self, version: str) -> threading.Thread:
         """Builds `version`'s index off the request path, then makes it the current one at once."""
-        with self._lock:
-            if self._building is not None and self._building.is_alive():
-                return self._building
-
-            def build() -> None:
-                self._current = self._open(version)
-
-            self._building = threading.Thread(target=build, name=f"image-index-{version}", daemon=True)
-            self._building.start()
+        if self._building is not None and self._building.is_alive():
             return self._building
+
+        def build() -> None:
+            with self._lock:
+                if self._current is None or self._current.encoder.version != version:
+                    self._current = self._open(version)
+
+        self._building = threading.Thread(target=build, name=f"image-index-{version}", daemon=True)
+        self._building.start()
+        return self._building
 
     def _open(self, version: str, progress: Advance | None = None) -> _Built:
         encoder = self.registry.load(version)
@@ -98,7 +105,7 @@ class ImageSimilarity:
 
     def _embed_new(self, built: _Built, progress: Advance | None = None) -> int:
         """Embeds stored images the index lacks (ids only grow) and saves the index atomically."""
-        with self._lock:
+        with built.lock:
             have = built.index.ids()
             last = int(have.max()) if len(have) else 0
             added = 0
@@ -140,11 +147,13 @@ class ImageSimilarity:
     ) -> list[ImageHit]:
         valid = dict(self.images.valid(as_of=as_of))
         excluded = set(exclude_case_ids)
-        invalid = np.setdiff1d(built.index.ids(), np.fromiter(valid, dtype=np.int64, count=len(valid)))
-        invalid = np.union1d(invalid, [i for i, c in valid.items() if c in excluded]).astype(np.int64)
         best: dict[int, ImageHit] = {}
-        for vector in vectors:
-            for image_id, score in built.index.search(vector, k=k * 4, exclude_ids=invalid):
+        with built.lock:
+            invalid = np.setdiff1d(built.index.ids(), np.fromiter(valid, dtype=np.int64, count=len(valid)))
+            invalid = np.union1d(invalid, [i for i, c in valid.items() if c in excluded]).astype(np.int64)
+            found = [built.index.search(vector, k=k * 4, exclude_ids=invalid) for vector in vectors]
+        for hits in found:
+            for image_id, score in hits:
                 case_id = valid[image_id]
                 if case_id not in best or score > best[case_id].score:
                     best[case_id] = ImageHit(image_id=image_id, case_id=case_id, score=score)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kbservice.errors import KBError
+from kbservice.imaging.cnn import CnnImageEncoder
 from kbservice.imaging.metrics import classification_metrics
 from kbservice.learn.split import split_new_cases
 from kbservice.progress import Progress
@@ -36,18 +37,18 @@ def image_cases(services: Services, labelled: Sequence[CaseRecord]) -> tuple[lis
 
 
 def case_probabilities(
-    encoder: ImageEncoder,
+    encoder: CnnImageEncoder,
     cases: Sequence[CaseRecord],
     image_ids: dict[int, list[int]],
     pixels: dict[int, np.ndarray],
     labels: list[str],
 ) -> np.ndarray:
-    """(cases x labels): each case's mean image class probabilities, mapped onto `labels` by name (a label
-    the encoder does not know gets 0)."""
-    known = {name.casefold(): i for i, name in enumerate(encoder.labels)}  # type: ignore[attr-defined]
+    """(cases x labels): each case's mean image class probabilities from the encoder's training head, mapped
+    onto `labels` by name (a label the encoder does not know gets 0)."""
+    known = {name.casefold(): i for i, name in enumerate(encoder.labels)}
     out = np.zeros((len(cases), len(labels)))
     for row, case in enumerate(cases):
-        probabilities = encoder.class_probabilities([pixels[i] for i in image_ids[case.case_id]]).mean(axis=0)  # type: ignore[attr-defined]
+        probabilities = encoder.class_probabilities([pixels[i] for i in image_ids[case.case_id]]).mean(axis=0)
         for column, label in enumerate(labels):
             if label.casefold() in known:
                 out[row, column] = probabilities[known[label.casefold()]]
@@ -61,7 +62,7 @@ def judge(
     pixels: dict[int, np.ndarray],
     labels: list[str],
 ) -> dict[str, Any] | None:
-    if encoder is None or not hasattr(encoder, "class_probabilities"):
+    if not isinstance(encoder, CnnImageEncoder):
         return None  # no champion, or one without a diagnosis head (a Hugging Face encoder)
     truth = [labels.index(c.diagnosis[0]) for c in cases]
     metrics = classification_metrics(truth, case_probabilities(encoder, cases, image_ids, pixels, labels))
