@@ -78,6 +78,9 @@ def run_update_cycle(
     def finish(status: str, reason: str, adapter_version: str | None = None) -> dict[str, Any]:
         nonlocal run_finished
         run_finished = True
+        encoder = report.get("encoder") or {}
+        if status == "skipped" and encoder.get("status") in ("promoted", "rejected"):
+            reason = f"encoder {encoder['version']} {encoder['status']}; adapter skipped: {reason}"
         report.update(status=status, reason=reason, adapter_version=adapter_version)
         report.setdefault("metrics", {"candidate": None, "champion": None})
         report["seconds"] = round(time.perf_counter() - started, 2)
