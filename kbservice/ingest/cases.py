@@ -290,13 +290,23 @@ def ingest_cases(
     author: str = "unknown",
     source: str = "cases",
     progress: Progress | None = None,
+    allow_images: bool = True,
 ) -> IngestReport:
     """Ingests every case in `path` as ONE new knowledge version, de-identified, or nothing at all.
 
-    A case id that is already stored is an error (cases are never silently replaced)."""
+    A case id that is already stored is an error (cases are never silently replaced). Image paths are read
+    relative to `path`; a caller whose file names are not this machine's to open passes `allow_images=False`."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     drafts = parse_case_file(path, labeled_by=labeled_by, max_chars=settings.ingest.max_case_field_chars)
+    with_images = [d.id for d in drafts if d.images]
+    if with_images and not allow_images:
+        raise IngestError(
+            [
+                (f"case {case_id}", "images cannot be sent this way yet; ingest image cases with the CLI")
+                for case_id in with_images[:20]
+            ]
+        )
     stored = store.live_content_hashes([f"case:{d.id}" for d in drafts])
     if stored:
         raise DuplicateIdentityError(sorted(stored))

@@ -113,6 +113,11 @@ def test_errors_are_problem_details_with_stable_types(live: LiveServer) -> None:
         assert invalid["type"].endswith("/invalid-request") and invalid["problems"][0]["input"] == "query.k"
         bad_rows = client.post("/v1/cases", json=[{"id": "x", "findings": "cough"}])
         assert problem(bad_rows)["problems"][0]["input"].endswith("diagnosis")
+        # In an uploaded case file, an image path would name a file on the server: refused, nothing read.
+        row = {"id": "x", "findings": "Wheeze.", "diagnosis": "Asthma", "images": ["/etc/hostname"]}
+        upload = {"file": ("cases.jsonl", json.dumps(row).encode() + b"\n", "application/x-ndjson")}
+        with_image = client.post("/v1/cases", files=upload)
+        assert with_image.status_code == 422 and "with the CLI" in problem(with_image)["problems"][0]["message"]
         assert problem(client.get("/v1/versions", params={"cursor": "garbage"}))["type"].endswith("/invalid-cursor")
 
 

@@ -55,11 +55,13 @@ _CASE_BODY = {
 def ingest_case_file(services: Services, path: Path, *, labeled_by: str | None, author: str) -> dict[str, Any]:
     from kbservice.ingest.cases import ingest_cases
 
+    # Image paths would name files on this server, not the client's: images come through the CLI for now.
     report = ingest_cases(
         path,
         **services.ingest_targets(),
         labeled_by=labeled_by,
         author=author,
+        allow_images=False,
     )
     result = report.to_json()
     metrics.observe_ingest(result)
