@@ -153,15 +153,17 @@ def _read_bitmap(path: Path, data: bytes, kind: str, settings: ImagingSettings) 
 def _read_nifti(path: Path, data: bytes, kind: str, settings: ImagingSettings) -> ImageRead:
     import nibabel
 
-    gz = path.name.lower().endswith(".gz")
-    holder = nibabel.FileHolder(fileobj=io.BytesIO(data))
-    image = nibabel.Nifti1Image.from_file_map({"header": holder, "image": holder}) if not gz else None
-    if image is None:
+    raw = data
+    if path.name.lower().endswith(".gz"):
         import gzip
 
-        raw = gzip.decompress(data)
-        holder = nibabel.FileHolder(fileobj=io.BytesIO(raw))
-        image = nibabel.Nifti1Image.from_file_map({"header": holder, "image": holder})
+        # Read at most what the largest allowed volume needs, so a small archive cannot inflate to gigabytes.
+        cap = settings.max_pixels * 8 + (1 << 20)
+        raw = gzip.GzipFile(fileobj=io.BytesIO(data)).read(cap + 1)
+        if len(raw) > cap:
+            raise ImageReadError(f"{path}: decompresses beyond the {settings.max_pixels:,}-pixel limit")
+    holder = nibabel.FileHolder(fileobj=io.BytesIO(raw))
+    image = nibabel.Nifti1Image.from_file_map({"header": holder, "image": holder})
     shape = tuple(int(n) for n in image.shape)
     _check_size(path, shape, settings)
     volume = np.asarray(image.dataobj, dtype=np.float64)

@@ -122,3 +122,10 @@ def test_the_shared_dicom_and_nifti_samples_read() -> None:
     for name, modality in (("CT_small.dcm", "CT"), ("MR_small.dcm", "MR"), ("anatomical.nii", None)):
         read = read_image(folder / name, SETTINGS)
         assert read.modality == modality and read.pixels.min() == 0.0 and read.pixels.max() == 1.0
+
+
+def test_a_small_archive_cannot_inflate_past_the_limit(tmp_path: Path) -> None:
+    path = write_nifti(tmp_path / "bomb.nii.gz", np.zeros((200, 200, 50), dtype=np.int16))  # 4 MB of zeros
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageReadError, match="decompresses beyond"):
+        read_image(path, ImagingSettings(max_pixels=1000))
