@@ -108,7 +108,7 @@ def train_cnn_encoder(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
     result = EncoderTraining(images=len(train_idx))
-    best_score, best_state = -1.0, None
+    best_score, best_state = -math.inf, None
     started = time.perf_counter()
     with (progress or NoProgress()).task("Training image encoder (epochs)", total=settings.cnn_epochs) as advance:
         for epoch in range(1, settings.cnn_epochs + 1):
