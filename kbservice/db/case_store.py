@@ -33,18 +33,17 @@ class CaseStore:
             return [_case(row) for row in conn.execute(_select_cases().where(valid_at(documents, as_of)))]
 
     def by_chunk_ids(self, chunk_ids: Sequence[int]) -> dict[int, CaseRecord]:
-        if not chunk_ids:
-            return {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(_select_cases().where(chunks.c.id.in_(list(chunk_ids))))
-            return {row.chunk_id: _case(row) for row in rows}
+        return self._keyed(chunks.c.id, chunk_ids, key="chunk_id")
 
     def by_case_ids(self, case_ids: Sequence[int]) -> dict[int, CaseRecord]:
-        if not case_ids:
+        return self._keyed(cases.c.case_id, case_ids, key="case_id")
+
+    def _keyed(self, column, ids: Sequence[int], *, key: str) -> dict[int, CaseRecord]:  # type: ignore[no-untyped-def]
+        if not ids:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(_select_cases().where(cases.c.case_id.in_(list(case_ids))))
-            return {row.case_id: _case(row) for row in rows}
+            rows = conn.execute(_select_cases().where(column.in_(list(ids))))
+            return {getattr(row, key): _case(row) for row in rows}
 
     def labels(self, *, as_of: int) -> list[str]:
         """Candidate diagnoses: every case label and every condition a guideline names, valid at `as_of`.
