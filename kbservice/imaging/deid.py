@@ -174,6 +174,8 @@ def _blank(element: Any, tag: int, keys: Keys, *, dummy: bool) -> None:
         element.value = 0 if dummy and element.VR != "AT" else None
     elif element.VR in _BINARY_VRS:
         element.value = b""
+    elif element.VR == "AS":  # an age string has a fixed form: nnnD/W/M/Y
+        element.value = "000Y" if dummy else ""
     else:
         element.value = "ANONYMIZED" if dummy else ""
 
