@@ -19,7 +19,7 @@ import numpy as np
 from kbservice.imaging.metrics import classification_metrics as image_metrics
 from kbservice.imaging.prepare import request_pixels
 from kbservice.ingest.cases import ingest_cases
-from kbservice.learn.update import run_update_cycle
+from kbservice.learn.update import case_images, run_update_cycle
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend.calibrate import Example, fit, truth_indices
 from kbservice.recommend.evaluate import Decision, classification_metrics
@@ -200,10 +200,7 @@ def fusion_benchmark(
     version = services.retriever.resolve_version(None)
     heldout_ids = services.adapter_store.get(adapter)["heldout_case_ids"] if adapter else []
     heldout = list(services.case_store.by_case_ids(heldout_ids).values())
-    stored_pixels = services.image_store.pixels(
-        [i for ids in services.image_store.ids_by_case(heldout_ids).values() for i in ids]
-    )
-    image_of_case = {c: ids[0] for c, ids in services.image_store.ids_by_case(heldout_ids).items()}
+    stored_images = case_images(services, heldout)
     recommender = services.recommender
     results: dict[str, Any] = {}
     saved: dict[str, Any] = {}
@@ -215,9 +212,7 @@ def fusion_benchmark(
             calibration = []
             for case in heldout:
                 row = {"findings": case.findings, "age": case.age, "sex": case.sex}
-                request = recommender.clean_request(
-                    _request(row, stored_pixels[image_of_case[case.case_id]], condition)
-                )
+                request = recommender.clean_request(_request(row, stored_images[case.case_id][0].pixels, condition))
                 evidence = recommender.evidence(request, exclude_chunk_ids=[case.chunk_id])
                 features = recommender.score(evidence, adapter)
                 calibration.append(
