@@ -34,15 +34,6 @@ class EncoderRegistry:
             return self._hf_version()
         return self.store.alias("champion")
 
-    def resolve(self, name: str | None) -> str | None:
-        """A version name, "champion" or "previous" (None: the champion) -> a version, or None if none."""
-        if name in (None, "champion"):
-            return self.champion_version()
-        if name == "previous":
-            return self.store.alias("previous")
-        self.store.get(name)  # a clear error for an unknown version
-        return name
-
     def list(self) -> list[dict[str, Any]]:
         """Every version (no weights) with the aliases pointing at it, oldest first, JSON-ready."""
         aliases = self.store.aliases()
