@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kbservice import cli
+from tests.cli.snapshots import check_json_keys
 from tests.conftest import DEMO_GUIDELINES, REPO_ROOT, write
 from tests.helpers import guideline
 
@@ -62,9 +63,11 @@ def test_full_command_tour(run: Cli, tmp_path: Path) -> None:
         "ingest", "guidelines", str(DEMO_GUIDELINES), "--source", "demo", "--author", "ana", "--message", "starter"
     )
     assert report["version"] == 1 and len(report["added"]) == 8
+    check_json_keys("ingest guidelines", report)
 
     versions = run.json("versions")
     assert len(versions) == 1
+    check_json_keys("versions", versions)
     assert {"version", "parent", "created_at", "author", "message", "content_hash", "documents", "chunks"} <= set(
         versions[0]
     )
@@ -72,10 +75,12 @@ def test_full_command_tour(run: Cli, tmp_path: Path) -> None:
 
     docs = run.json("documents")
     assert len(docs) == 8
+    check_json_keys("documents", docs)
     assert {"document_id", "title", "source", "content_hash", "version_added"} <= set(docs[0])
 
     hits = run.json("search", "CURB-65 severity score", "--k", "3")
     assert len(hits) == 3
+    check_json_keys("search", hits)
     assert {"chunk_id", "document_id", "title", "score", "text", "version_added"} <= set(hits[0])
     assert "CURB-65" in hits[0]["text"]
     for mode in ("dense", "lexical"):
@@ -93,6 +98,7 @@ def test_full_command_tour(run: Cli, tmp_path: Path) -> None:
     assert run.json("search", "tiotropium", "--as-of", "1")[0]["document_id"] == copd["document_id"]
 
     diff = run.json("diff", "1", "2")
+    check_json_keys("diff", diff)
     assert [d["document_id"] for d in diff["documents_removed"]] == [copd["document_id"]]
     assert diff["documents_added"] == [] and diff["chunks_removed"] > 0
     assert len(run.json("documents")) == 7
@@ -100,14 +106,19 @@ def test_full_command_tour(run: Cli, tmp_path: Path) -> None:
 
     health = run.json("index", "verify")
     assert health["ok"] is True
+    check_json_keys("index verify", health)
     assert health["sql_chunks"] == health["index_vectors"] > 0
     assert health["missing"] == [] and health["orphans"] == []
     out, _ = run("index", "rebuild")
     assert "index rebuilt" in out
     out, _ = run("versions")
     assert "withdrawn" in out
-    assert [e["kind"] for e in run.json("audit", "list")] == ["knowledge.version", "knowledge.version"]
-    assert run.json("audit", "verify")["ok"] is True
+    entries = run.json("audit", "list")
+    assert [e["kind"] for e in entries] == ["knowledge.version", "knowledge.version"]
+    check_json_keys("audit list knowledge", entries)
+    verified = run.json("audit", "verify")
+    assert verified["ok"] is True
+    check_json_keys("audit verify", verified)
 
 
 def test_reingest_says_nothing_changed(run: Cli, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.snapshots import check_json_keys
 from tests.conftest import DEMO_CASES, DEMO_GUIDELINES
 from tests.helpers import cases_jsonl
 from tests.test_cli import Cli
@@ -38,18 +39,22 @@ def test_update_adapters_recommend_and_report(run: Cli, tmp_path: Path) -> None:
     assert {"run_id", "status", "adapter_version", "reason", "metrics"} <= first.keys()
     assert first["status"] == "promoted" and first["adapter_version"] == "a1"
     assert {"candidate", "champion"} <= first["metrics"].keys()
+    check_json_keys("update run-once promoted", first)
     skipped = run.json("update", "run-once")
     assert skipped["status"] == "skipped" and skipped["adapter_version"] is None
     assert skipped["metrics"] == {"candidate": None, "champion": None}
+    check_json_keys("update run-once skipped", skipped)
 
     listed = run.json("adapters", "list")
     assert len(listed) == 1
     assert {"version", "status", "aliases", "parent", "created_at", "metrics"} <= listed[0].keys()
     assert listed[0]["aliases"] == ["champion"]
+    check_json_keys("adapters list", listed)
     shown = run.json("adapters", "show", "a1")
     keys = {"train_case_ids", "heldout_case_ids", "replay_case_ids", "knowledge_version", "base_model_sha256"}
     assert keys | {"artifact_sha256", "hyperparameters"} <= shown.keys()
     assert len(shown["train_case_ids"]) + len(shown["heldout_case_ids"]) == 24 and shown["knowledge_version"] == 2
+    check_json_keys("adapters show", shown)
 
     _, err = run("adapters", "freeze", "--case-id", str(shown["train_case_ids"][0]), expect=1)
     assert "were trained on by an adapter" in err
@@ -63,6 +68,7 @@ def test_update_adapters_recommend_and_report(run: Cli, tmp_path: Path) -> None:
     diff = run.json("adapters", "diff", "a1", "a2")
     assert diff["lineage"] == {"a1": None, "a2": "a1"} and "macro_f1" in diff["metrics"]
     assert diff["data"]["train_case_ids"]["shared"] == 0
+    check_json_keys("adapters diff", diff)
 
     champion = "a2" if second["status"] == "promoted" else "a1"
     answer = run.json("recommend", "--findings", "night wheeze", "--no-treatment")
@@ -103,6 +109,7 @@ def test_eval_continual_reports_each_batch(run: Cli, tmp_path: Path) -> None:  #
     for b in result["batches"]:
         assert {"accuracy", "macro_f1", "ece"} <= b["base_rag"].keys() & b["champion_rag"].keys()
     assert isinstance(result["backward_transfer"], float) and "joint" in result
+    check_json_keys("eval continual", result)
     _, err = run("eval", "continual", "--cases", str(train), "--test", str(test), "--batches", "99", expect=1)
     assert "between 1 and the number of diseases" in err
 
@@ -114,9 +121,11 @@ def test_training_and_swap_benchmarks(run: Cli) -> None:  # noqa: F811
     assert cycle["training_tokens_per_s"] > 0 and bare["tokens_per_s"] > 0 and training["ratio"] > 0
     assert cycle["tokens"] == bare["tokens"]  # the same examples, packed vs one by one
     assert cycle["peak_rss_mb"] > 0 and cycle["cycle_s"] >= cycle["training_s"]
+    check_json_keys("bench training", training)
 
     swap = run.json("bench", "swap", "--cases", str(DEMO_CASES), "--count", "24", "--seconds", "1.5")
     assert swap["failed_requests"] == 0 and swap["requests"] > 4
     assert swap["promoted"] == "a1" and swap["first_request_started_ms"] is not None
     assert swap["old_adapter_requests_after_promotion"] == 0
     assert swap["watcher_ready_ms"] is not None and swap["adapter_load_ms"] is not None
+    check_json_keys("bench swap", swap)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.snapshots import check_json_keys
 from tests.conftest import DEMO_CASES, DEMO_GUIDELINES, write
 from tests.test_cli import Cli
 
@@ -28,13 +29,16 @@ def test_cases_recommend_show_replay_and_verify(run: Cli, tmp_path: Path) -> Non
     run("ingest", "guidelines", str(DEMO_GUIDELINES))
     report = run.json("ingest", "cases", str(DEMO_CASES), "--labeled-by", "curator")
     assert report["version"] == 2 and len(report["added"]) == 24
+    check_json_keys("ingest cases", report)
     cases = run.json("cases")
     assert len(cases) == 24 and {"case_id", "version_added", "id", "findings", "diagnosis"} <= cases[0].keys()
     assert cases[0]["labeled_by"] == "curator" and cases[0]["version_added"] == 2
+    check_json_keys("cases", cases)
     assert run.json("cases", "--as-of", "1") == []
 
     calibration = run.json("calibrate", "--sample", "12")
     assert calibration["metrics"]["cases"] == 12
+    check_json_keys("calibrate", calibration)
     answer = run.json(
         "recommend",
         "--findings",
@@ -47,12 +51,18 @@ def test_cases_recommend_show_replay_and_verify(run: Cli, tmp_path: Path) -> Non
     )
     assert answer["provenance"]["calibration_id"] == calibration["calibration_id"]
     assert answer["differential"] and answer["sources"]
+    check_json_keys("recommend no treatment", answer)
+    planned = run.json("recommend", "--findings", "fever, productive cough, right basal crackles")
+    check_json_keys("recommend", planned)
     out, _ = run("recommend", "--findings", "wheeze at night", "--no-treatment")
     assert "Differential diagnosis" in out and "not clinical advice" in out
 
     shown = run.json("audit", "show", answer["id"])
     assert shown["intact"] and shown["response"]["id"] == answer["id"]
-    assert run.json("audit", "replay", answer["id"])["identical"] is True
+    check_json_keys("audit show", shown)
+    replayed = run.json("audit", "replay", answer["id"])
+    assert replayed["identical"] is True
+    check_json_keys("audit replay", replayed)
     kinds = [e["kind"] for e in run.json("audit", "list")]
     assert kinds.count("knowledge.version") == 2 and "recommendation" in kinds and "recommendation.replay" in kinds
     assert run.json("audit", "verify")["ok"] is True
@@ -96,6 +106,7 @@ def test_eval_diagnosis_on_a_fresh_store(run: Cli, tmp_path: Path) -> None:
         assert result["cases"] == 6 and result["mode"] == mode
         assert {"accuracy", "macro_f1", "ece", "abstention_rate", "per_class_recall", "latency_s"} <= result.keys()
         assert 0 <= result["accuracy"] <= 1 and result["latency_s"]["p50"] > 0
+        check_json_keys(f"eval diagnosis {mode}", result)
     assert "ablation" in run.json("eval", "diagnosis", "--cases", str(test), "--train", str(train))
     assert run.json("cases") == []  # the evaluation's store was temporary
 
@@ -105,6 +116,7 @@ def test_scoring_benchmark_and_treatment_eval(run: Cli, tmp_path: Path) -> None:
     bench = run.json("bench", "scoring", "--cases", str(DEMO_CASES), "--count", "2")
     assert bench["cases"] == 2 and bench["candidates"] == 8
     assert bench["max_abs_logprob_difference"] < 1e-3  # the fast path computes the same scores
+    check_json_keys("bench scoring", bench)
     indications = write(
         tmp_path / "indications.tsv",
         "doid_id\tdrugbank_id\tdisease\tdrug\tcategory\tn_curators\tn_resources\n"
@@ -115,5 +127,6 @@ def test_scoring_benchmark_and_treatment_eval(run: Cli, tmp_path: Path) -> None:
     )
     result = run.json("eval", "treatment", "--indications", str(indications))
     assert result["diseases_with_dm_drugs"] == 1  # migraine has no disease-modifying drug listed
+    check_json_keys("eval treatment", result)
     # The tiny model's sentence is nonsense, so the extracted fallback carries the plan: it names the DM drug.
     assert result["plans_naming_a_dm_drug"] == 1.0 and result["plans_naming_a_not_indicated_drug"] == 0.0

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 from kbservice.keys import hash_key
+from tests.cli.snapshots import check_json_keys
 from tests.test_cli import Cli, run  # noqa: F401 - the fixture: CLI on a fresh data dir
 
 
 def test_keys_create_list_revoke(run: Cli) -> None:  # noqa: F811
     created = run.json("keys", "create", "--role", "curator", "--name", "ward-7")
     assert created["name"] == "ward-7" and created["role"] == "curator" and created["key"].startswith("kb_")
+    check_json_keys("keys create", created)
     listed = run.json("keys", "list")
+    check_json_keys("keys list", listed)
     assert [(k["name"], k["role"], k["revoked_at"]) for k in listed] == [("ward-7", "curator", None)]
     assert created["key"] not in json.dumps(listed)
     out, _ = run("keys", "revoke", "ward-7")

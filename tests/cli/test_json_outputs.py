@@ -1,0 +1,135 @@
+"""The `--json` output of the commands no other CLI test runs, checked against the key snapshot.
+
+The evaluations run here on tiny synthetic stand-ins for their data sets (a PneumoniaMNIST-shaped .npz, a
+COVID-19 chest X-ray folder with the real metadata columns): fast, and what matters is the output's shape.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.cli.snapshots import check_json_keys
+from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.imaging.conftest import FAST_IMAGING
+from tests.imaging.images import two_class_images, write_png
+from tests.test_cli import Cli
+
+MEDQUAD = SHARED_DATA / "medquad" / "medquad_answered.jsonl"
+MTSAMPLES = SHARED_DATA / "mtsamples" / "mtsamples.csv"
+WHO_EML = SHARED_DATA / "who_eml_gnuhealth" / "who_eml_2017_gnuhealth.csv"
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_lm_dir: Path, capsys) -> Cli:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KB_CONFIG", str(REPO_ROOT / "config" / "test.toml"))
+    monkeypatch.setenv("KB_LLM__MODEL_PATH", str(tiny_lm_dir))
+    monkeypatch.setenv("KB_LEARN__MIN_NEW_CASES", "5")
+    for key, value in FAST_IMAGING.items():
+        monkeypatch.setenv(f"KB_IMAGING__{key.upper()}", str(value))
+    monkeypatch.setenv("KB_IMAGING__CNN_EPOCHS", "3")
+    return Cli(capsys)
+
+
+def test_models_show_and_search_benchmark(run: Cli) -> None:
+    check_json_keys("models show", run.json("models", "show"))
+    result = run.json("bench", "search", "--vectors", "3000", "--queries", "5", "--kinds", "flat")
+    check_json_keys("bench search", result)
+
+
+@pytest.mark.shared_data
+def test_ingest_benchmark_and_retrieval_eval(run: Cli, tmp_path: Path) -> None:
+    if not MEDQUAD.exists():
+        pytest.skip("../shared/data/medquad is absent")
+    corpus = tmp_path / "medquad_head.jsonl"  # the evaluation samples from the whole file: ingest all of it
+    with MEDQUAD.open(encoding="utf-8") as handle:
+        corpus.write_text("".join(next(handle) for _ in range(30)), encoding="utf-8")
+    check_json_keys("bench ingest", run.json("bench", "ingest", "--corpus", str(corpus)))
+    result = run.json("eval", "retrieval", "--corpus", str(corpus), "--sample", "5")
+    check_json_keys("eval retrieval", result)
+
+
+@pytest.mark.shared_data
+def test_deid_eval(run: Cli) -> None:
+    if not (MTSAMPLES.exists() and WHO_EML.exists()):
+        pytest.skip("../shared/data/mtsamples or who_eml_gnuhealth is absent")
+    result = run.json("eval", "deid", "--notes", str(MTSAMPLES), "--drugs", str(WHO_EML), "--notes-count", "3")
+    check_json_keys("eval deid", result)
+
+
+def _pneumonia_like(path: Path) -> Path:
+    """train/val/test splits of 28 x 28 two-class images, shaped like pneumoniamnist.npz."""
+    arrays = {}
+    for split, count, seed in (("train", 40, 1), ("val", 12, 2), ("test", 10, 3)):
+        images, labels = two_class_images(count, seed=seed, size=28)
+        arrays[f"{split}_images"] = np.stack(images)
+        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.uint8)[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+def test_image_benchmark(run: Cli, tmp_path: Path) -> None:
+    result = run.json("bench", "images", "--data", str(_pneumonia_like(tmp_path / "pneumonia.npz")))
+    assert result["test"]["cases"] == 10
+    check_json_keys("bench images", result)
+
+
+def _covid_like(folder: Path) -> Path:
+    """A chest X-ray folder with the real metadata columns: 3 classes, one or two images per patient."""
+    images, labels = two_class_images(36, seed=5)
+    findings = ("COVID-19", "No Finding", "Pneumonia/Viral/SARS")
+    columns = [
+        "patientid",
+        "finding",
+        "clinical_notes",
+        "age",
+        "sex",
+        "image_png",
+        "temperature",
+        "pO2_saturation",
+        "leukocyte_count",
+        "lymphocyte_count",
+        "view",
+    ]
+    with (folder / "xray_licensed_metadata.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for n, (image, label) in enumerate(zip(images, labels, strict=True)):
+            finding = findings[0] if label else findings[1 + n % 2]
+            write_png(folder / "images256" / f"{n}.png", image)
+            writer.writerow(
+                {
+                    "patientid": str(n // 2),
+                    "finding": finding,
+                    "clinical_notes": f"Cough for {n % 5 + 1} days.",
+                    "age": str(40 + n),
+                    "sex": "MF"[n % 2],
+                    "image_png": f"{n}.png",
+                    "temperature": "38.5",
+                    "pO2_saturation": "",
+                    "leukocyte_count": "",
+                    "lymphocyte_count": "",
+                    "view": "PA",
+                }
+            )
+    return folder
+
+
+def test_image_fusion_eval(run: Cli, tmp_path: Path) -> None:
+    (tmp_path / "covid").mkdir()
+    result = run.json("eval", "image-fusion", "--data", str(_covid_like(tmp_path / "covid")))
+    check_json_keys("eval image-fusion", result)
+
+
+def test_skipped_update_and_empty_listings(run: Cli) -> None:
+    run("init")
+    check_json_keys("update run-once skipped empty", run.json("update", "run-once"))
+    for command in (("adapters", "list"), ("encoders", "list"), ("keys", "list"), ("versions",), ("cases",)):
+        assert run.json(*command) == []
+    check_json_keys("index verify empty", run.json("index", "verify"))
+    assert json.dumps(run.json("audit", "list"))
