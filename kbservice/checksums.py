@@ -1,4 +1,4 @@
-"""Content checksums for files and model directories (provenance records them)."""
+"""Content checksums for files and directories (provenance records them; loading verifies them)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,39 @@ import hashlib
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+_BLOCK = 1 << 22
 
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
+        for block in iter(lambda: handle.read(_BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def model_fingerprint(model_dir: Path) -> str:
-    """sha256 over the weight files (names and bytes): equal for two copies of one model, different otherwise."""
+def directory_sha256(directory: Path, *, suffixes: tuple[str, ...] | None = None) -> str:
+    """sha256 over the files under `directory` (only names ending in `suffixes`, when given), in path order:
+    each file's path relative to `directory` (POSIX form), then its bytes.
+
+    The one layout of every stored directory checksum: base models (recommendation provenance), embedders
+    (the index manifest's embedder id), Hugging Face image encoders (their version name) and adapters (their
+    artifact checksum; migration 0008 moved the older adapter layout onto this one). Equal for two copies of
+    one directory, wherever they lie."""
     digest = hashlib.sha256()
-    weights = sorted(p for p in model_dir.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file())
-    if not weights:
-        raise FileNotFoundError(f"no model weights ({', '.join(WEIGHT_SUFFIXES)}) under {model_dir}")
-    for path in weights:
-        digest.update(path.relative_to(model_dir).as_posix().encode())
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        if suffixes is not None and path.suffix not in suffixes:
+            continue
+        digest.update(path.relative_to(directory).as_posix().encode())
         with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
+            for block in iter(lambda h=handle: h.read(_BLOCK), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """The checksum of a model directory's weight files (names and bytes): equal for two copies of one
+    model, different otherwise; configuration and tokenizer files do not change it."""
+    if not any(p.suffix in WEIGHT_SUFFIXES and p.is_file() for p in model_dir.rglob("*")):
+        raise FileNotFoundError(f"no model weights ({', '.join(WEIGHT_SUFFIXES)}) under {model_dir}")
+    return directory_sha256(model_dir, suffixes=WEIGHT_SUFFIXES)

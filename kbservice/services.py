@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbservice.audit import AuditLog
@@ -200,3 +204,22 @@ def initialise(settings: Settings) -> str:
 
 def build_services(settings: Settings) -> Services:
     return Services(settings)
+
+
+@contextmanager
+def temporary_services(settings: Settings) -> Iterator[tuple[Services, Path]]:
+    """Services on a fresh temporary data directory (SQLite) with `settings`' models, and that directory:
+    where evaluations and benchmarks build their own knowledge bases. Everything is removed on exit."""
+    from kbservice.llm.model_files import resolve_base_model
+
+    # The converted model stays in the real data directory: convert once, not once per evaluation.
+    base = resolve_base_model(model_path=settings.llm.model_path, cache_dir=settings.models_dir)
+    llm = settings.llm.model_copy(update={"model_path": base.path})
+    with tempfile.TemporaryDirectory(prefix="kbservice-eval-") as tmp:
+        scratch = settings.model_copy(update={"data_dir": Path(tmp), "database_url": None, "llm": llm})
+        initialise(scratch)
+        services = build_services(scratch)
+        try:
+            yield services, Path(tmp)
+        finally:
+            services.close()

@@ -154,3 +154,13 @@ def rec_services(tmp_path: Path, database_url: str, tiny_lm_dir: Path) -> Iterat
     built = build_services(built_settings)
     yield built
     built.close()
+
+
+@pytest.fixture
+def imaging_services(tmp_path: Path, database_url: str, tiny_lm_dir: Path) -> Iterator[Services]:
+    """Services with small, fast imaging settings (16 x 16 images, a small CNN) and the tiny Llama."""
+    from tests.imaging.cases import imaging_services_for
+
+    built = imaging_services_for(tmp_path / "data", database_url, tiny_lm_dir)
+    yield built
+    built.close()

@@ -98,15 +98,13 @@ def _recommend(services: Services, *, console: Console, progress: Progress, auth
         )
     console.print(f"\n[bold cyan]recommend:[/bold cyan] {DEMO_REQUEST.findings}")
     response = recommend(services, DEMO_REQUEST, actor=author)
-    for entry in response["differential"][:3]:
-        console.print(
-            f"  {entry['probability']:6.1%}  {entry['diagnosis']}  [dim][{', '.join(entry['citations'][:5])}][/dim]"
-        )
-    if response["abstained"]:
-        console.print(f"  abstained: {response['reason']}")
-    console.print(f"  treatment: {response['treatment']['plan'] or response['treatment']['note']}")
-    result = replay(services, response["id"], actor=author)
+    for entry in response.differential[:3]:
+        console.print(f"  {entry.probability:6.1%}  {entry.diagnosis}  [dim][{', '.join(entry.citations[:5])}][/dim]")
+    if response.abstained:
+        console.print(f"  abstained: {response.reason}")
+    console.print(f"  treatment: {response.treatment.plan or response.treatment.note}")
+    result = replay(services, response.id, actor=author)
     console.print(
-        f"  stored as {response['id']} (knowledge v{response['provenance']['knowledge_version']}); "
+        f"  stored as {response.id} (knowledge v{response.provenance.knowledge_version}); "
         f"replay {'reproduces it exactly' if result.identical else 'DIFFERS'}"
     )

@@ -20,6 +20,7 @@ import numpy as np
 from kbservice.config import ImagingSettings
 from kbservice.imaging import deid
 from kbservice.imaging.readers import ImageRead, model_input, read_image
+from kbservice.types import RequestImage
 
 BITMAP_METHOD = "re-encoded as PNG from pixels: metadata chunks (text, EXIF) dropped"
 NIFTI_METHOD = "NIfTI free-text header fields (descrip, aux_file, db_name, intent_name) blanked"
@@ -131,6 +132,20 @@ def request_pixels(path: Path, *, settings: ImagingSettings) -> np.ndarray:
     """The normalised pixels of an image in a request: nothing of the file (name, header) is kept, so
     nothing identifying reaches the prompt, the audit or the stored request."""
     return model_input(read_image(path, settings).pixels, settings.size)
+
+
+def request_images(paths: list[Path], *, settings: ImagingSettings) -> tuple[RequestImage, ...]:
+    """The images of a request, read and normalised (ImageReadError names a bad file)."""
+    return tuple(RequestImage.of(request_pixels(path, settings=settings)) for path in paths)
+
+
+def write_png(pixels: np.ndarray, path: Path) -> Path:
+    """Writes 8-bit grey pixels as a PNG file (benchmarks turn arrays of images into case files)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(path, format="PNG")
+    return path
 
 
 def store_file(image: PreparedImage, images_dir: Path) -> str:

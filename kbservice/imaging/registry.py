@@ -11,6 +11,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from kbservice.checksums import directory_sha256
 from kbservice.config import ImagingSettings
 from kbservice.db.encoder_store import EncoderStore
 from kbservice.errors import IndexMismatchError
@@ -70,8 +71,6 @@ class EncoderRegistry:
 
     def _hf_version(self) -> str:
         """The configured directory's version, registered (and made champion) on first use."""
-        from kbservice.imaging.hf_encoder import directory_sha256
-
         path = self.settings.hf_model_path
         if path is None:
             raise FileNotFoundError("imaging.encoder is huggingface but imaging.hf_model_path is not set")

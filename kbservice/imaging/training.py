@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from kbservice.classification import probability_metrics
 from kbservice.config import ImagingSettings
 from kbservice.imaging.cnn import ChestCNN, CnnImageEncoder, as_batch
-from kbservice.imaging.metrics import classification_metrics
 from kbservice.progress import NoProgress, Progress
 
 
@@ -169,4 +169,4 @@ def recalibrate_batch_norm(network: nn.Module, images: torch.Tensor, *, batch_si
 
 def _validation_score(encoder: CnnImageEncoder, images: list[np.ndarray], labels: list[int]) -> float:
     probabilities = encoder.class_probabilities(images)
-    return classification_metrics(labels, probabilities)["macro_f1"]
+    return probability_metrics(labels, probabilities)["macro_f1"]

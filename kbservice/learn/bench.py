@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import resource
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from kbservice.learn.cycle_data import training_target
 from kbservice.learn.train import TrainingExample, bare_peft_loop
-from kbservice.learn.update import run_update_cycle, training_target
+from kbservice.learn.update import run_update_cycle
 from kbservice.progress import NoProgress, Progress
-from kbservice.recommend.calibrate import case_request
+from kbservice.recommend.request import request_for_case
 
 if TYPE_CHECKING:
     from kbservice.services import Services
@@ -27,25 +29,25 @@ def run_training_benchmark(services: Services, *, progress: Progress | None = No
     cycle = run_update_cycle(services, triggered_by="bench-training", progress=progress)
     cycle_s = time.perf_counter() - started
     peak_after_cycle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if not cycle.get("training"):
-        return {"cycle": cycle, "note": "the cycle trained nothing"}
-    shown = services.registry.show(cycle["adapter_version"])
+    if not cycle.training or cycle.adapter_version is None:
+        return {"cycle": cycle.to_json(), "note": "the cycle trained nothing"}
+    shown = services.registry.show(cycle.adapter_version)
     version = shown["knowledge_version"]
     by_id = {c.case_id: c for c in services.case_store.cases(as_of=version)}
     examples = []
     for case_id in shown["train_case_ids"] + shown["replay_case_ids"]:
         case = by_id[case_id]
         evidence = services.recommender.evidence(
-            case_request(case, version=version, mode="rag"), exclude_chunk_ids=[case.chunk_id]
+            request_for_case(case, mode="rag", as_of=version), exclude_chunk_ids=[case.chunk_id]
         )
         examples.append(TrainingExample(case_id=case_id, prompt=evidence.prompt, target=training_target(case)))
     bare = bare_peft_loop(services.base_model.path, examples, settings=services.settings.learn)
-    training = cycle["training"]
+    training = cycle.training
     return {
-        "cases": cycle.get("new_cases"),
-        "split": cycle.get("split"),
-        "status": cycle["status"],
-        "reason": cycle["reason"],
+        "cases": cycle.new_cases,
+        "split": asdict(cycle.split) if cycle.split else None,
+        "status": cycle.status,
+        "reason": cycle.reason,
         "update_cycle": {
             "training_tokens_per_s": training["tokens_per_s"],
             "tokens": training["tokens"],
@@ -54,7 +56,7 @@ def run_training_benchmark(services: Services, *, progress: Progress | None = No
             "training_s": training["seconds"],
             "cycle_s": round(cycle_s, 1),
             "end_to_end_tokens_per_s": round(training["tokens"] / cycle_s, 1),
-            "stages_s": cycle.get("timings"),
+            "stages_s": cycle.timings,
             "peak_rss_mb": round(peak_after_cycle, 1),
         },
         "bare_peft_loop": {
@@ -64,7 +66,7 @@ def run_training_benchmark(services: Services, *, progress: Progress | None = No
             "steps": bare.steps,
         },
         "ratio": round(training["tokens_per_s"] / bare.tokens_per_s, 3) if bare.tokens_per_s else None,
-        "metrics": cycle.get("metrics"),
+        "metrics": cycle.metrics,
     }
 
 
@@ -110,7 +112,7 @@ def run_swap_benchmark(
                     actor="bench",
                     with_treatment=False,
                 )
-                served.append((started, time.perf_counter(), response["provenance"]["adapter_version"]))
+                served.append((started, time.perf_counter(), response.provenance.adapter_version))
             except Exception as error:
                 failures.append(f"{type(error).__name__}: {error}")
             i += clients

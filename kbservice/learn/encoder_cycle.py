@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kbservice.classification import probability_metrics
 from kbservice.errors import KBError
 from kbservice.imaging.cnn import CnnImageEncoder
-from kbservice.imaging.metrics import classification_metrics
 from kbservice.learn.split import split_new_cases
 from kbservice.progress import Progress
 from kbservice.types import CaseRecord
@@ -65,7 +66,7 @@ def judge(
     if not isinstance(encoder, CnnImageEncoder):
         return None  # no champion, or one without a diagnosis head (a Hugging Face encoder)
     truth = [labels.index(c.diagnosis[0]) for c in cases]
-    metrics = classification_metrics(truth, case_probabilities(encoder, cases, image_ids, pixels, labels))
+    metrics = probability_metrics(truth, case_probabilities(encoder, cases, image_ids, pixels, labels))
     metrics["recall"] = {labels[i]: round(r, 4) for i, r in metrics["recall"].items()}
     return metrics
 
@@ -76,7 +77,7 @@ def run_encoder_stage(
     run_id: str,
     version: int,
     labelled: Sequence[CaseRecord],
-    frozen_ids: set[int],
+    frozen_ids: AbstractSet[int],
     shared_split: tuple[set[int], set[int]] = (set(), set()),
     triggered_by: str,
     progress: Progress,

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from kbservice.classification import Decision, classification_metrics
 from kbservice.config import LearnSettings
 from kbservice.recommend import evidence
 from kbservice.recommend.calibrate import Example, fit, truth_indices
-from kbservice.recommend.evaluate import Decision, classification_metrics
+from kbservice.recommend.features import Evidence
 from kbservice.recommend.fusion import Fusion
-from kbservice.recommend.pipeline import Evidence, Recommender
+from kbservice.recommend.pipeline import Recommender
 from kbservice.types import CaseRecord
 
 

@@ -9,7 +9,6 @@ materialises an adapter it has never seen, checked against the same checksum.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import tarfile
@@ -18,6 +17,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kbservice.checksums import directory_sha256
 from kbservice.db.adapter_store import AdapterStore
 from kbservice.errors import KBError, UnknownAdapterError
 
@@ -25,15 +25,6 @@ if TYPE_CHECKING:
     from kbservice.audit import AuditLog
 
 BASE = "none"  # what a request names to run on the bare base model
-
-
-def directory_sha256(path: Path) -> str:
-    """sha256 over every file's relative name and bytes."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 class AdapterRegistry:

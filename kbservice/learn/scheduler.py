@@ -18,6 +18,7 @@ from kbservice.config import LearnSettings
 from kbservice.db.lease import Lease
 from kbservice.learn.lease_guard import UPDATE_LEASE, LeaseBusyError, hold
 from kbservice.learn.update import STAGES, run_update_cycle
+from kbservice.types import UpdateReport
 
 if TYPE_CHECKING:
     from kbservice.services import Services
@@ -35,7 +36,7 @@ def update_lease(services: Services, holder: str) -> Lease:
 
 def run_once_with_lease(
     services: Services, *, holder: str, progress: Any = None, stages: Sequence[str] = STAGES
-) -> dict[str, Any]:
+) -> UpdateReport:
     """One cycle under the update lease (LeaseBusyError if another process holds it)."""
     with hold(update_lease(services, holder)) as held:
         return run_update_cycle(services, triggered_by=holder, lease=held, progress=progress, stages=stages)
@@ -69,7 +70,7 @@ def run_scheduler(
         nonlocal ticks
         try:
             report = run_once_with_lease(services, holder=holder)
-            log.info("update run %s: %s (%s)", report["run_id"], report["status"], report["reason"])
+            log.info("update run %s: %s (%s)", report.run_id, report.status, report.reason)
         except LeaseBusyError as busy:
             log.info("tick skipped: %s", busy)
         except Exception:  # a failed cycle is recorded as a failed run; the scheduler keeps going

@@ -273,7 +273,7 @@ def train_lora(
 
 def _projector(model, fusion: ImageFusion, init_adapter: Path | None):  # type: ignore[no-untyped-def]
     """The champion's projector when it read the same encoder, else a fresh one."""
-    from kbservice.imaging.projector import SoftTokenProjector, embedding_norm
+    from kbservice.llm.projector import SoftTokenProjector, embedding_norm
 
     found = SoftTokenProjector.load(init_adapter) if init_adapter is not None else None
     if found is not None and found[1] == fusion.encoder_version and found[0].tokens == fusion.tokens:

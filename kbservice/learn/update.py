@@ -2,45 +2,35 @@
 
 The caller holds the update lease (see lease_guard), so at most one cycle trains at a time. Every cycle
 leaves an update_runs row (skipped ones included); every trained candidate leaves an adapters row that
-ends "promoted", "rejected" or "failed" and is never changed afterwards.
+ends "promoted", "rejected" or "failed" and is never changed afterwards. The steps are separate modules:
+what the cycle reads (cycle_data), building the candidate (candidate), judging it (judging, gate).
 """
 
 from __future__ import annotations
 
-import random
 import resource
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from kbservice.errors import KBError
-from kbservice.learn.gate import Judged, compare, cross_fitted, examples_for, label_agreement
+from kbservice.learn.candidate import TrainedCandidate, judge_every_case, train_candidate
+from kbservice.learn.cycle_data import NewCases, case_images, image_fusion, plan_adapter_data, read_new_cases
+from kbservice.learn.gate import label_agreement
+from kbservice.learn.judging import Verdict, judge_candidate
 from kbservice.learn.lease_guard import HeldLease
 from kbservice.learn.split import split_new_cases
-from kbservice.learn.train import ImageFusion, TrainingExample, hyperparameters, train_lora
+from kbservice.learn.train import hyperparameters
 from kbservice.progress import NoProgress, Progress
-from kbservice.recommend.calibrate import case_request
 from kbservice.recommend.prompts import PROMPT_VERSION
-from kbservice.recommend.request import RequestImage
-from kbservice.types import CaseRecord
+from kbservice.types import UpdateReport
 
 if TYPE_CHECKING:
     from kbservice.services import Services
 
 STAGES = ("encoder", "adapter")
-TREATMENT_TARGET_CHARS = 300  # a recorded treatment is cut to this in the training target
-
-
-def training_target(case: CaseRecord) -> str:
-    """What the model learns to write after "Diagnosis:" (scoring reads the diagnosis part)."""
-    target = " " + "; ".join(case.diagnosis)
-    if case.treatment:
-        target += "\nTreatment: " + " ".join(case.treatment.split())[:TREATMENT_TARGET_CHARS]
-    return target
 
 
 def run_update_cycle(
@@ -50,7 +40,7 @@ def run_update_cycle(
     lease: HeldLease | None = None,
     progress: Progress | None = None,
     stages: Sequence[str] = STAGES,
-) -> dict[str, Any]:
+) -> UpdateReport:
     """Runs one cycle and returns its report (also stored with the run, and with the adapter version).
     `stages`: the encoder stage (new labelled image cases -> image encoder) runs first, so the adapter
     stage trains its image projector on the encoder that serves."""
@@ -59,279 +49,247 @@ def run_update_cycle(
         raise KBError(f"unknown update stage(s) {unknown}; choose from {', '.join(STAGES)}")
     progress = progress or NoProgress()
     started = time.perf_counter()
-    registry, store, settings = services.registry, services.adapter_store, services.settings.learn
-    reaped = registry.reap_interrupted(actor=triggered_by)
+    store = services.adapter_store
+    reaped = services.registry.reap_interrupted(actor=triggered_by)
     interrupted_runs = store.fail_running_runs(reason="interrupted: the process running it stopped")
     run_id = f"run-{uuid.uuid4().hex[:12]}"
     version = services.retriever.resolve_version(None)
     store.start_run(run_id=run_id, triggered_by=triggered_by, knowledge_version=version)
-    report: dict[str, Any] = {
-        "run_id": run_id,
-        "knowledge_version": version,
-        "triggered_by": triggered_by,
-        "reaped_adapters": reaped,
-        "reaped_runs": interrupted_runs,
-    }
-
-    run_finished = False
-
-    def finish(status: str, reason: str, adapter_version: str | None = None) -> dict[str, Any]:
-        nonlocal run_finished
-        run_finished = True
-        encoder = report.get("encoder") or {}
-        if status == "skipped" and encoder.get("status") in ("promoted", "rejected"):
-            reason = f"encoder {encoder['version']} {encoder['status']}; adapter skipped: {reason}"
-        report.update(status=status, reason=reason, adapter_version=adapter_version)
-        report.setdefault("metrics", {"candidate": None, "champion": None})
-        report["seconds"] = round(time.perf_counter() - started, 2)
-        report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        store.finish_run(run_id, status=status, reason=reason, adapter_version=adapter_version, report=report)
-        return report
-
-    try:
-        if version is None:
-            return finish("skipped", "the knowledge base is empty")
-        champion = registry.champion()
-        watermark = store.get(champion)["data_watermark"] if champion else 0
-        frozen_ids = set(store.frozen_case_ids())
-        labelled = [c for c in services.case_store.cases(as_of=version) if c.diagnosis]
-        new = [c for c in labelled if c.version_added > watermark and c.case_id not in frozen_ids]
-        report.update(champion=champion, data_watermark=watermark, new_cases=len(new))
-        if "encoder" in stages:
-            from kbservice.learn.encoder_cycle import run_encoder_stage
-
-            _, adapter_heldout = split_new_cases(new, fraction=settings.heldout_fraction, seed=settings.seed)
-            report["encoder"] = run_encoder_stage(
-                services,
-                run_id=run_id,
-                version=version,
-                labelled=labelled,
-                frozen_ids=frozen_ids,
-                shared_split=({c.case_id for c in new}, {c.case_id for c in adapter_heldout}),
-                triggered_by=triggered_by,
-                progress=progress,
-                check_lease=lease.check if lease else lambda: None,
-            )
-        if "adapter" not in stages:
-            stage = report["encoder"]
-            if stage["status"] == "skipped":
-                return finish("skipped", stage["reason"])
-            return finish(
-                stage["status"],
-                f"encoder {stage['version']} {stage['status']}: "
-                + ("; ".join(stage["gate"]["reasons"]) or "passed the image-case gate"),
-            )
-        if len(new) < settings.min_new_cases:
-            return finish(
-                "skipped",
-                f"{len(new)} new labelled case(s) since knowledge version {watermark}; "
-                f"an update needs at least {settings.min_new_cases}",
-            )
-        judged_already = [
-            a
-            for a in store.all()
-            if a["parent"] == champion and a["data_watermark"] == version and a["status"] == "rejected"
-        ]
-        if judged_already:
-            return finish(
-                "skipped",
-                f"no new cases since adapter {judged_already[-1]['version']} was trained on knowledge version "
-                f"{version} and rejected; ingest more cases or retract the bad ones",
-            )
-        return _train_and_judge(services, report, new, labelled, frozen_ids, champion, version, lease, progress, finish)
-    except BaseException as error:  # every failure, KeyboardInterrupt included, ends the run row
-        if not run_finished:
-            finish("failed", f"{type(error).__name__}: {error}", report.get("adapter_version"))
-        raise
-
-
-def _train_and_judge(
-    services: Services,
-    report: dict[str, Any],
-    new: list[CaseRecord],
-    labelled: list[CaseRecord],
-    frozen_ids: set[int],
-    champion: str | None,
-    version: int,
-    lease: HeldLease | None,
-    progress: Progress,
-    finish: Callable[..., dict[str, Any]],
-) -> dict[str, Any]:
-    """Split, retrieve, check labels, train, gate and record: the part of a cycle that builds an adapter."""
-    registry, store, settings = services.registry, services.adapter_store, services.settings.learn
-    recommender = services.recommender
-    train_cases, heldout = split_new_cases(new, fraction=settings.heldout_fraction, seed=settings.seed)
-    new_ids = {c.case_id for c in new}
-    older = [c for c in labelled if c.case_id not in new_ids and c.case_id not in frozen_ids]
-    replay = sorted(
-        random.Random(f"{settings.seed}:{version}").sample(older, min(settings.replay_cases, len(older))),
-        key=lambda c: c.case_id,
-    )
-    frozen = [c for c in labelled if c.case_id in frozen_ids]
-    report["split"] = {"train": len(train_cases), "heldout": len(heldout), "replay": len(replay), "frozen": len(frozen)}
-
-    timings: dict[str, float] = {}
-    stage = time.perf_counter()
-    judged: dict[int, Judged] = {}
-    everyone = train_cases + replay + heldout + frozen
-    images = case_images(services, everyone)
-    with progress.task("Retrieving context for training and evaluation cases", total=len(everyone)) as advance:
-        for case in everyone:
-            # Each case is retrieved as a new patient would be: without itself.
-            request = replace(case_request(case, version=version, mode="rag"), images=images.get(case.case_id, ()))
-            judged[case.case_id] = Judged(case, recommender.evidence(request, exclude_chunk_ids=[case.chunk_id]))
-            advance(1)
-    timings["retrieve_s"] = time.perf_counter() - stage
-
-    # The poisoning guard looks at the labels before any training time is spent on them.
-    label_reasons, labels_report = label_agreement(
-        [judged[c.case_id] for c in train_cases + heldout], [judged[c.case_id] for c in replay + frozen], settings
-    )
-    report["labels"] = labels_report
-
-    fusion, vectors = image_fusion(services, train_cases + replay, images)
-    report["image_fusion"] = (
-        {"encoder_version": fusion.encoder_version, "tokens": fusion.tokens, "cases_with_images": len(vectors)}
-        if fusion
-        else None
-    )
-    adapter_version = store.next_version()
-    base = services.generator
-    store.start(
-        version=adapter_version,
-        run_id=report["run_id"],
-        parent=champion,
-        base_model=base.model_name,
-        base_model_sha256=base.model_sha256,
+    report = UpdateReport(
+        run_id=run_id,
         knowledge_version=version,
-        data_watermark=version,
-        train_case_ids=[c.case_id for c in train_cases],
-        heldout_case_ids=[c.case_id for c in heldout],
-        replay_case_ids=[c.case_id for c in replay],
-        frozen_case_ids=[c.case_id for c in frozen],
-        hyperparameters=hyperparameters(settings) | {"prompt_version": PROMPT_VERSION},
-        triggered_by=report["triggered_by"],
-        encoder_version=fusion.encoder_version if fusion else None,
+        triggered_by=triggered_by,
+        reaped_adapters=reaped,
+        reaped_runs=interrupted_runs,
     )
-    report["adapter_version"] = adapter_version
     try:
-        stage = time.perf_counter()
-        examples = [
-            TrainingExample(
-                case_id=c.case_id,
-                prompt=judged[c.case_id].evidence.prompt,
-                target=training_target(c),
-                image_vectors=vectors.get(c.case_id),
-            )
-            for c in train_cases + replay
-        ]
-        result = train_lora(
-            services.base_model.path,
-            examples,
-            settings=settings,
-            init_adapter=registry.verified_path(champion) if champion else None,
-            out_dir=registry.partial_path(adapter_version),
-            progress=progress,
-            on_step=lambda _step: lease.check() if lease else None,
-            fusion=fusion,
-            projector_learning_rate=services.settings.imaging.projector_learning_rate,
-        )
-        timings["train_s"] = time.perf_counter() - stage
-        report["training"] = result.to_json()
-        if lease:
-            lease.check()
-        checksum, archive = registry.publish(adapter_version)
-        # The candidate's row has no checksum until it is final: load it from the files just published.
-        base.load_adapter(adapter_version, registry.path(adapter_version))
-        if champion:
-            services.load_adapter(champion)
+        report = _run_stages(services, report, stages=stages, lease=lease, progress=progress)
+    except _StageFailed as failed:
+        error = failed.error
+        _finish_run(services, replace(failed.report, status="failed", reason=_failure(error)), started=started)
+        raise error from error.__cause__
+    except BaseException as error:  # every failure, KeyboardInterrupt included, ends the run row
+        _finish_run(services, replace(report, status="failed", reason=_failure(error)), started=started)
+        raise
+    return _finish_run(services, report, started=started)
 
-        stage = time.perf_counter()
-        gate_cases = [judged[c.case_id] for c in heldout + frozen]
-        with progress.task(
-            "Scoring held-out and frozen cases (candidate, champion)", total=2 * len(gate_cases)
-        ) as advance:
-            candidate_examples = examples_for(recommender, gate_cases, adapter=adapter_version, advance=advance)
-            champion_examples = examples_for(recommender, gate_cases, adapter=champion, advance=advance)
-        candidate_fusion, candidate_metrics = cross_fitted(candidate_examples)
-        _, champion_metrics = cross_fitted(champion_examples)
-        timings["evaluate_s"] = time.perf_counter() - stage
-        _, reasons, checks = compare(candidate_metrics, champion_metrics, settings)
-        reasons += label_reasons
-        report["metrics"] = {"candidate": candidate_metrics, "champion": champion_metrics}
-        report["gate"] = {"passed": not reasons, "reasons": reasons, "checks": checks}
-        report["timings"] = {k: round(v, 2) for k, v in timings.items()}
-        calibration_id = services.recommendations.save_calibration(
+
+def _failure(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class _StageFailed(Exception):
+    """A stage failed after the report had grown: carries the report as far as it got (it is stored with the
+    failed run) and the error the cycle raises."""
+
+    def __init__(self, report: UpdateReport, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.report, self.error = report, error
+
+
+def _run_stages(
+    services: Services, report: UpdateReport, *, stages: Sequence[str], lease: HeldLease | None, progress: Progress
+) -> UpdateReport:
+    """The report with the cycle's outcome (`status`, `reason`, `adapter_version`), not yet stamped."""
+    settings = services.settings.learn
+    if report.knowledge_version is None:
+        return replace(report, status="skipped", reason="the knowledge base is empty")
+    data = read_new_cases(services, version=report.knowledge_version)
+    report = replace(report, champion=data.champion, data_watermark=data.data_watermark, new_cases=len(data.new))
+    if "encoder" in stages:
+        report = replace(report, encoder=_encoder_stage(services, report, data, lease=lease, progress=progress))
+    if "adapter" not in stages:
+        stage = report.encoder or {}
+        if stage["status"] == "skipped":
+            return replace(report, status="skipped", reason=stage["reason"])
+        passed = "; ".join(stage["gate"]["reasons"]) or "passed the image-case gate"
+        return replace(report, status=stage["status"], reason=f"encoder {stage['version']} {stage['status']}: {passed}")
+    if len(data.new) < settings.min_new_cases:
+        return _skipped(
+            report,
+            f"{len(data.new)} new labelled case(s) since knowledge version {data.data_watermark}; "
+            f"an update needs at least {settings.min_new_cases}",
+        )
+    judged_already = [
+        a
+        for a in services.adapter_store.all()
+        if a["parent"] == data.champion and a["data_watermark"] == data.version and a["status"] == "rejected"
+    ]
+    if judged_already:
+        return _skipped(
+            report,
+            f"no new cases since adapter {judged_already[-1]['version']} was trained on knowledge version "
+            f"{data.version} and rejected; ingest more cases or retract the bad ones",
+        )
+    return _adapter_stage(services, report, data, lease=lease, progress=progress)
+
+
+def _skipped(report: UpdateReport, reason: str) -> UpdateReport:
+    encoder = report.encoder or {}
+    if encoder.get("status") in ("promoted", "rejected"):
+        reason = f"encoder {encoder['version']} {encoder['status']}; adapter skipped: {reason}"
+    return replace(report, status="skipped", reason=reason)
+
+
+def _encoder_stage(
+    services: Services, report: UpdateReport, data: NewCases, *, lease: HeldLease | None, progress: Progress
+) -> dict:
+    from kbservice.learn.encoder_cycle import run_encoder_stage
+
+    settings = services.settings.learn
+    _, adapter_heldout = split_new_cases(data.new, fraction=settings.heldout_fraction, seed=settings.seed)
+    return run_encoder_stage(
+        services,
+        run_id=report.run_id,
+        version=data.version,
+        labelled=data.labelled,
+        frozen_ids=data.frozen_ids,
+        shared_split=({c.case_id for c in data.new}, {c.case_id for c in adapter_heldout}),
+        triggered_by=report.triggered_by,
+        progress=progress,
+        check_lease=lease.check if lease else lambda: None,
+    )
+
+
+def _adapter_stage(
+    services: Services, report: UpdateReport, data: NewCases, *, lease: HeldLease | None, progress: Progress
+) -> UpdateReport:
+    """Plan, retrieve, check labels, train, judge and record: the part of a cycle that builds an adapter.
+    A failure is raised as _StageFailed carrying the report as far as it got (it is stored with the run)."""
+    store, settings = services.adapter_store, services.settings.learn
+    plan = plan_adapter_data(data, settings=settings)
+    report = replace(report, split=plan.split)
+    try:
+        started = time.perf_counter()
+        everyone = plan.training_cases + plan.gate_cases
+        images = case_images(services, everyone)
+        judged = judge_every_case(services, everyone, version=data.version, images=images, progress=progress)
+        timings = {"retrieve_s": time.perf_counter() - started}
+        # The poisoning guard looks at the labels before any training time is spent on them.
+        label_reasons, labels_report = label_agreement(
+            [judged[c.case_id] for c in plan.train + plan.heldout],
+            [judged[c.case_id] for c in plan.replay + plan.frozen],
+            settings,
+        )
+        fusion, vectors = image_fusion(services, plan.training_cases, images)
+        summary = (
+            {"encoder_version": fusion.encoder_version, "tokens": fusion.tokens, "cases_with_images": len(vectors)}
+            if fusion
+            else None
+        )
+        report = replace(report, labels=labels_report, image_fusion=summary)
+        candidate = store.next_version()
+        base = services.generator
+        store.start(
+            version=candidate,
+            run_id=report.run_id,
+            parent=data.champion,
+            base_model=base.model_name,
             base_model_sha256=base.model_sha256,
-            adapter_version=adapter_version,
-            prompt_version=PROMPT_VERSION,
-            mode="rag",
-            knowledge_version=version,
-            weights=candidate_fusion.weights,
-            metrics=candidate_metrics,
-            case_ids=[j.case.case_id for j in gate_cases],
+            knowledge_version=data.version,
+            data_watermark=data.version,
+            train_case_ids=[c.case_id for c in plan.train],
+            heldout_case_ids=[c.case_id for c in plan.heldout],
+            replay_case_ids=[c.case_id for c in plan.replay],
+            frozen_case_ids=[c.case_id for c in plan.frozen],
+            hyperparameters=hyperparameters(settings) | {"prompt_version": PROMPT_VERSION},
+            triggered_by=report.triggered_by,
+            encoder_version=fusion.encoder_version if fusion else None,
         )
-        report["calibration_id"] = calibration_id
-        status = "promoted" if not reasons else "rejected"
-        reason = (
-            f"passed the gate: macro-F1 {candidate_metrics['macro_f1']:.4f} vs champion "
-            f"{champion_metrics['macro_f1']:.4f} on {candidate_metrics['cases']} cases"
-            if status == "promoted"
-            else "; ".join(reasons)
+    except BaseException as error:
+        raise _StageFailed(report, error) from error
+    report = replace(report, adapter_version=candidate)
+    try:
+        trained = train_candidate(
+            services,
+            version=candidate,
+            champion=data.champion,
+            plan=plan,
+            judged=judged,
+            fusion=fusion,
+            image_vectors=vectors,
+            lease=lease,
+            progress=progress,
+        )
+        report = replace(report, training=trained.training.to_json())
+        timings["train_s"] = trained.train_s
+        verdict = judge_candidate(
+            services,
+            candidate=candidate,
+            champion=data.champion,
+            gate_cases=[judged[c.case_id] for c in plan.gate_cases],
+            label_reasons=label_reasons,
+            progress=progress,
+        )
+        timings["evaluate_s"] = verdict.evaluate_s
+        report = replace(
+            report,
+            metrics={"candidate": verdict.candidate_metrics, "champion": verdict.champion_metrics},
+            gate=verdict.gate,
+            timings={k: round(v, 2) for k, v in timings.items()},
+            calibration_id=services.recommendations.save_calibration(
+                base_model_sha256=services.generator.model_sha256,
+                adapter_version=candidate,
+                prompt_version=PROMPT_VERSION,
+                mode="rag",
+                knowledge_version=data.version,
+                weights=verdict.candidate_fusion.weights,
+                metrics=verdict.candidate_metrics,
+                case_ids=[c.case_id for c in plan.gate_cases],
+            ),
         )
         if lease:
             lease.check()
-        report["adapter_status"] = status
-        report["decision"] = {"status": status, "reason": reason}
-        store.finish(
-            adapter_version,
-            status=status,
-            audit=services.audit,
-            actor=report["triggered_by"],
-            metrics=_headline(candidate_metrics),
-            report=report,
-            artifact_sha256=checksum,
-            artifact=archive,
-            promote_reason=reason,
-        )
-        return finish(status, reason, adapter_version)
+        report = _finish_adapter(services, report, verdict, trained=trained)
     except BaseException as error:
-        if report.get("adapter_status"):  # the adapter row is final; only the run row failed
-            raise
-        registry.remove_files(adapter_version)
-        store.finish(
-            adapter_version,
-            status="failed",
-            audit=services.audit,
-            actor=report["triggered_by"],
-            error=f"{type(error).__name__}: {error}",
-        )
-        raise KBError(f"update cycle failed while building adapter {adapter_version}: {error}") from error
+        if report.adapter_status is not None:  # the adapter row is final; only the run row failed
+            raise _StageFailed(report, error) from error
+        services.registry.remove_files(candidate)
+        store.finish(candidate, status="failed", audit=services.audit, actor=report.triggered_by, error=_failure(error))
+        failure = KBError(f"update cycle failed while building adapter {candidate}: {error}")
+        failure.__cause__ = error
+        raise _StageFailed(report, failure) from error
+    return replace(report, status=report.adapter_status, reason=report.decision.reason)  # type: ignore[union-attr]
 
 
-def case_images(services: Services, cases: Sequence[CaseRecord]) -> dict[int, tuple[RequestImage, ...]]:
-    """Each case's stored images as request images (what a new patient's request would carry)."""
-    ids = services.image_store.ids_by_case([c.case_id for c in cases])
-    if not ids:
-        return {}
-    pixels = services.image_store.pixels([i for found in ids.values() for i in found])
-    return {case_id: tuple(RequestImage.of(pixels[i]) for i in found) for case_id, found in ids.items()}
+def _finish_adapter(
+    services: Services, report: UpdateReport, verdict: Verdict, *, trained: TrainedCandidate
+) -> UpdateReport:
+    """Finishes the candidate's adapter row with the decision and the report up to it (promoted: the aliases
+    move in the same transaction)."""
+    decision = verdict.decision
+    report = replace(report, adapter_status=decision.status, decision=decision)
+    services.adapter_store.finish(
+        trained.version,
+        status=decision.status,
+        audit=services.audit,
+        actor=report.triggered_by,
+        metrics=_headline(verdict.candidate_metrics),
+        report=report.to_json(),
+        artifact_sha256=trained.checksum,
+        artifact=trained.archive,
+        promote_reason=decision.reason,
+    )
+    return report
 
 
-def image_fusion(
-    services: Services, cases: Sequence[CaseRecord], images: dict[int, tuple[RequestImage, ...]]
-) -> tuple[ImageFusion | None, dict[int, np.ndarray]]:
-    """What the projector trains on: the champion encoder's embeddings of the training cases' images (none
-    when no encoder exists or no training case has an image)."""
-    with_images = [c for c in cases if images.get(c.case_id)]
-    encoder_version = services.encoders.champion_version() if with_images else None
-    if encoder_version is None:
-        return None, {}
-    encoder = services.encoders.load(encoder_version)
-    vectors = {c.case_id: encoder.encode([i.pixels for i in images[c.case_id]]) for c in with_images}
-    tokens = services.settings.imaging.soft_tokens
-    return ImageFusion(encoder_version=encoder_version, encoder_dim=encoder.dim, tokens=tokens), vectors
+def _finish_run(services: Services, report: UpdateReport, *, started: float) -> UpdateReport:
+    """Stamps the report's duration and peak memory and finishes the run row with it."""
+    report = replace(
+        report,
+        metrics=report.metrics or {"candidate": None, "champion": None},
+        seconds=round(time.perf_counter() - started, 2),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    )
+    services.adapter_store.finish_run(
+        report.run_id,
+        status=report.status or "failed",
+        reason=report.reason or "",
+        adapter_version=report.adapter_version,
+        report=report.to_json(),
+    )
+    return report
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+def _headline(metrics: dict) -> dict:
     return {k: metrics[k] for k in ("accuracy", "macro_f1", "ece", "nll", "cases") if k in metrics}

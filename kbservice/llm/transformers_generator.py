@@ -28,7 +28,7 @@ from kbservice.llm.scoring import (
 from kbservice.llm.soft_tokens import IMAGE_SLOT, ids_with_slots, strip_slots
 
 if TYPE_CHECKING:
-    from kbservice.imaging.projector import SoftTokenProjector
+    from kbservice.llm.projector import SoftTokenProjector
 
 
 class TransformersGenerator:
@@ -69,7 +69,7 @@ class TransformersGenerator:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=version).eval()
             self._adapters.add(version)
             self._activate(self._active)  # loading may switch the active adapter; restore it
-            from kbservice.imaging.projector import SoftTokenProjector
+            from kbservice.llm.projector import SoftTokenProjector
 
             found = SoftTokenProjector.load(path)
             if found is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kbservice.errors import KBError
@@ -18,6 +18,7 @@ from kbservice.recommend.prompts import PROMPT_VERSION
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.recommend.sources import RetrievalRecord
 from kbservice.recommend.treatment import Listener
+from kbservice.types import Recommendation, ReplayResult, StoredRecommendation
 
 if TYPE_CHECKING:
     from kbservice.services import Services
@@ -56,15 +57,15 @@ def recommend(
     actor: str,
     with_treatment: bool = True,
     listener: Listener | None = None,
-) -> dict[str, Any]:
-    """Answers `request`, stores it with an audit row, and returns the response. The adapter (the champion
+) -> Recommendation:
+    """Answers `request`, stores it with an audit row, and returns the answer. The adapter (the champion
     unless the request names one) is fixed when the request starts and used for all of it. `listener` hears
     the answer as it forms (for streaming); the stored answer is the same either way."""
     recommender = services.recommender
     clean = recommender.clean_request(request)
     adapter = services.serving_adapter(clean.adapter)
     fusion, calibration_id = fusion_for(services, mode=clean.mode, adapter_version=adapter)
-    response, retrieval = recommender.answer(
+    answer, retrieval = recommender.answer(
         clean,
         fusion=fusion,
         calibration_id=calibration_id,
@@ -74,6 +75,7 @@ def recommend(
         listener=listener,
     )
     stored_request = clean.to_json() | {"with_treatment": with_treatment, "retrieval": retrieval.to_json()}
+    response = answer.to_json()
     services.recommendations.save(
         recommendation_id=response["id"],
         created_at=response["provenance"]["created_at"],
@@ -93,40 +95,22 @@ def recommend(
             "abstained": response["abstained"],
         },
     )
-    return response
+    return answer
 
 
-def show(services: Services, recommendation_id: str) -> dict[str, Any]:
+def show(services: Services, recommendation_id: str) -> StoredRecommendation:
     """The stored recommendation with its request, and whether it still matches its audited hash."""
     row = services.recommendations.get(recommendation_id)
     entry = services.audit.store.entry(row["audit_seq"])
     audited_hash = json.loads(entry.payload).get("response_sha256") if entry else None
-    return {
-        "id": row["id"],
-        "created_at": row["created_at"],
-        "request": row["request"],
-        "response": row["response"],
-        "audit_seq": row["audit_seq"],
-        "intact": audited_hash == response_hash(row["response"]) == row["response_hash"],
-    }
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    recommendation_id: str
-    identical: bool
-    differences: list[str]
-    replayed: dict[str, Any]
-    retrieval_now_differs: bool  # searching again today, as of the same version, returns other rows
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "recommendation_id": self.recommendation_id,
-            "identical": self.identical,
-            "differences": self.differences,
-            "retrieval_now_differs": self.retrieval_now_differs,
-            "replayed": self.replayed,
-        }
+    return StoredRecommendation(
+        id=row["id"],
+        created_at=row["created_at"],
+        request=row["request"],
+        response=row["response"],
+        audit_seq=row["audit_seq"],
+        intact=audited_hash == response_hash(row["response"]) == row["response_hash"],
+    )
 
 
 def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayResult:
@@ -163,7 +147,7 @@ def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayR
         recorded=recorded,
         adapter=adapter,
     )
-    differences = _differences(original, replayed)
+    differences = _differences(original, replayed.to_json())
     drift = _retrieval_drift(services, request, recorded)
     services.audit.record(
         "recommendation.replay",
@@ -175,7 +159,13 @@ def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayR
             "retrieval_now_differs": drift,
         },
     )
-    return ReplayResult(recommendation_id, not differences, differences, replayed, drift)
+    return ReplayResult(
+        recommendation_id=recommendation_id,
+        identical=not differences,
+        differences=differences,
+        retrieval_now_differs=drift,
+        replayed=replayed,
+    )
 
 
 def _retrieval_drift(services: Services, request: RecommendationRequest, recorded: RetrievalRecord) -> bool:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kbservice.ingest.cases import parse_case_file
-from kbservice.recommend.evaluate import test_request
+from kbservice.recommend.request import request_for_case
 
 if TYPE_CHECKING:
     from kbservice.services import Services
@@ -22,9 +22,9 @@ def run_scoring_benchmark(services: Services, cases_file: Path, *, count: int, c
     recommender = services.recommender
     generator = services.generator
     fast_s, naive_s, max_gap, prompt_tokens = [], [], 0.0, []
-    recommender.features(test_request(drafts[0], mode="rag"))  # warm-up
+    recommender.features(request_for_case(drafts[0], mode="rag"))  # warm-up
     for draft in drafts[:count]:
-        feats = recommender.features(test_request(draft, mode="rag"))
+        feats = recommender.features(request_for_case(draft, mode="rag"))
         prompt_tokens.append(len(generator.tokenizer(feats.prompt, add_special_tokens=False).input_ids))
         started = time.perf_counter()
         fast = generator.score_candidates(feats.prompt, feats.candidates)

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kbservice.classification import expected_calibration_error
 from kbservice.errors import KBError
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend import evidence
-from kbservice.recommend.fusion import Fusion, expected_calibration_error, fit_fusion
-from kbservice.recommend.pipeline import Features, Recommender
+from kbservice.recommend.features import Features
+from kbservice.recommend.fusion import Fusion, fit_fusion
+from kbservice.recommend.pipeline import Recommender
 from kbservice.recommend.prompts import PROMPT_VERSION
-from kbservice.recommend.request import Mode, RecommendationRequest
+from kbservice.recommend.request import Mode, request_for_case
 from kbservice.types import CaseRecord
 
 if TYPE_CHECKING:
@@ -33,12 +35,6 @@ class Example:
     case: CaseRecord | None  # None for a test case that is not in the store
     features: Features
     truth: list[int]
-
-
-def case_request(case: CaseRecord, *, version: int | None, mode: Mode) -> RecommendationRequest:
-    return RecommendationRequest(
-        findings=case.findings, history=case.history, age=case.age, sex=case.sex, as_of=version, mode=mode
-    )
 
 
 def truth_indices(candidates: Sequence[str], labels: Sequence[str]) -> list[int]:
@@ -59,7 +55,7 @@ def collect_examples(
     examples = []
     for case in cases:
         features = recommender.features(
-            case_request(case, version=version, mode=mode),
+            request_for_case(case, mode=mode, as_of=version),
             exclude_chunk_ids=[case.chunk_id] if leave_one_out else (),
             adapter=adapter,
         )

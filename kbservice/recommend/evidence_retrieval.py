@@ -4,7 +4,7 @@ unfused, so replay can recompute the evidence) and, for a request with images, s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kbservice.config import ImagingSettings, RecommendSettings
 from kbservice.db.case_store import CaseStore
@@ -12,6 +12,7 @@ from kbservice.errors import InvalidRequestError
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.recommend.sources import RetrievalRecord
 from kbservice.retrieve import Retriever
+from kbservice.types import ImagesUsed
 
 if TYPE_CHECKING:
     from kbservice.imaging.similarity import ImageSimilarity
@@ -36,7 +37,9 @@ def gather(
     """The retrieval record of a cleaned request at `version`, never returning `exclude_chunk_ids` (a case
     evaluated as a new patient is retrieved without itself, by text and by image)."""
     query = (request.findings + (f"\n{request.history}" if request.history else "")).strip()
-    record = RetrievalRecord()
+    guideline: list[list] = []
+    dense_rows: list[list] = []
+    lexical_rows: list[list] = []
     if query:  # an image-only request has no text to search with
         guideline_hits = retriever.search(
             query, k=max(settings.guideline_passages, 1), as_of=version, kind="guideline"
@@ -44,33 +47,40 @@ def gather(
         dense, lexical = retriever.rankings(
             query, version=version, depth=settings.evidence_depth, kind="case", exclude_chunk_ids=exclude_chunk_ids
         )
-        record.guideline = [[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in guideline_hits]
-        record.dense = [[cid, score] for cid, score in dense]
-        record.lexical = [[cid, score] for cid, score in lexical]
+        guideline = [[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in guideline_hits]
+        dense_rows = [[cid, score] for cid, score in dense]
+        lexical_rows = [[cid, score] for cid, score in lexical]
+    encoder_version, image_rows = None, []
     if request.images and images is not None:
         excluded = [c.case_id for c in case_store.by_chunk_ids(list(exclude_chunk_ids)).values()]
-        record.encoder_version, hits = images.similar(
+        encoder_version, hits = images.similar(
             [image.pixels for image in request.images],
             k=imaging.similar_images,
             as_of=version,
             exclude_case_ids=excluded,
         )
-        record.images = [[hit.image_id, hit.case_id, hit.score] for hit in hits]
-    if not query and record.encoder_version is None:
+        image_rows = [[hit.image_id, hit.case_id, hit.score] for hit in hits]
+    if not query and encoder_version is None:
         raise InvalidRequestError(
             "this request has images only, and no image encoder has been trained yet, so there is nothing "
             "to answer from: add --findings, or let the update cycle train an encoder first"
         )
-    return record
+    return RetrievalRecord(
+        guideline=guideline,
+        dense=dense_rows,
+        lexical=lexical_rows,
+        images=image_rows,
+        encoder_version=encoder_version,
+    )
 
 
-def image_summary(request: RecommendationRequest, retrieval: RetrievalRecord) -> dict[str, Any]:
+def image_summary(request: RecommendationRequest, retrieval: RetrievalRecord) -> ImagesUsed:
     """The response's account of the request's images: whether they were used, and by which encoder."""
     unused = bool(request.images) and retrieval.encoder_version is None and request.mode == "rag"
-    return {
-        "given": len(request.images),
-        "sha256": [image.sha256 for image in request.images],
-        "used": bool(request.images) and retrieval.encoder_version is not None,
-        "encoder_version": retrieval.encoder_version,
-        "note": NO_ENCODER_NOTE if unused else None,
-    }
+    return ImagesUsed(
+        given=len(request.images),
+        sha256=[image.sha256 for image in request.images],
+        used=bool(request.images) and retrieval.encoder_version is not None,
+        encoder_version=retrieval.encoder_version,
+        note=NO_ENCODER_NOTE if unused else None,
+    )

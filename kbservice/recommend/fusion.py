@@ -96,19 +96,3 @@ def fit_fusion(
         if converged:
             break
     return Fusion(weights={name: float(value) for name, value in zip(names, w, strict=True)})
-
-
-def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], *, bins: int = 10) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
-    conf = np.asarray(confidences, dtype=float)
-    hit = np.asarray(correct, dtype=float)
-    if not len(conf):
-        return 0.0
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            total += abs(hit[members].mean() - conf[members].mean()) * members.sum()
-    return float(total / len(conf))

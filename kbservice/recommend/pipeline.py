@@ -1,7 +1,8 @@
 """The RAG pipeline: retrieve -> prompt -> score candidates -> fuse and calibrate -> plan treatment -> cite.
 
-`Recommender.answer` answers one cleaned request with the response dictionary that the CLI prints and the
-audit stores; `Recommender.features` is the part shared with calibration, evaluation and the benchmark.
+`Recommender.answer` answers one cleaned request with the `Recommendation` that the CLI prints, the API
+returns and the audit stores; `Recommender.features` is the part shared with calibration, evaluation, the
+update cycle and the benchmarks.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,8 +21,10 @@ from kbservice.db.case_store import CaseStore
 from kbservice.errors import KBError
 from kbservice.llm.protocols import Generator
 from kbservice.llm.soft_tokens import IMAGE_SLOT
+from kbservice.recommend import differential as differentials
 from kbservice.recommend import evidence
 from kbservice.recommend.evidence_retrieval import gather, image_summary
+from kbservice.recommend.features import Evidence, Features
 from kbservice.recommend.fusion import Fusion
 from kbservice.recommend.prompts import (
     DIAGNOSIS_ANSWER_PREFIX,
@@ -35,46 +38,17 @@ from kbservice.recommend.prompts import (
 from kbservice.recommend.request import Mode, RecommendationRequest, clean_request
 from kbservice.recommend.sources import (
     RetrievalRecord,
-    Source,
+    RetrievedSource,
     image_case_sources,
     number_sources,
     treatment_sources,
 )
-from kbservice.recommend.treatment import Listener, TreatmentPlan, TreatmentPlanner
+from kbservice.recommend.treatment import Listener, TreatmentPlanner
 from kbservice.retrieve import Retriever
+from kbservice.types import DifferentialEntry, Provenance, Recommendation, TreatmentPlan
 
 if TYPE_CHECKING:
     from kbservice.imaging.similarity import ImageSimilarity
-
-DIFFERENTIAL_SIZE = 5
-
-
-@dataclass(frozen=True)
-class Features:
-    """Everything the fusion needs for one request: candidates x feature columns, plus what produced it."""
-
-    version: int
-    candidates: list[str]
-    names: list[str]
-    matrix: np.ndarray
-    sources: list[Source]
-    prompt: str
-    timings: dict[str, float]
-    retrieval: RetrievalRecord
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What a request brings before the model runs: candidates, similar-case evidence and the prompt."""
-
-    version: int
-    candidates: list[str]
-    case_matrix: np.ndarray
-    sources: list[Source]
-    prompt: str  # the chat prompt, ending with DIAGNOSIS_ANSWER_PREFIX: the model continues with a diagnosis
-    retrieval: RetrievalRecord
-    retrieve_s: float
-    images: tuple[np.ndarray, ...] = ()  # the request's normalised images (soft tokens, when the adapter can)
 
 
 class Recommender:
@@ -126,7 +100,7 @@ class Recommender:
                 f"knowledge version {version} names no diagnoses: ingest labelled cases, or guidelines "
                 "with `conditions:` in their front matter"
             )
-        sources: list[Source] = []
+        sources: list[RetrievedSource] = []
         case_matrix = np.zeros((len(candidates), len(evidence.EVIDENCE_FEATURES)))
         prompt_sources: list[PromptSource] = []
         retrieval = recorded or RetrievalRecord()
@@ -245,111 +219,103 @@ class Recommender:
         recorded: RetrievalRecord | None = None,
         adapter: str | None = None,
         listener: Listener | None = None,
-    ) -> tuple[dict[str, Any], RetrievalRecord]:
-        """The response for an already cleaned request (see `clean_request`), not yet stored, and the
-        retrieval it came from (`recorded`: recompute from that retrieval instead of searching). Every model
-        call uses `adapter` (None: the base model), fixed for the whole request. `listener` hears the
-        differential as soon as it is decided, then the treatment plan as it is generated."""
+    ) -> tuple[Recommendation, RetrievalRecord]:
+        """The answer to an already cleaned request (see `clean_request`), not yet stored, and the retrieval
+        it came from (`recorded`: recompute from that retrieval instead of searching). Every model call uses
+        `adapter` (None: the base model), fixed for the whole request. `listener` hears the differential as
+        soon as it is decided, then the treatment plan as it is generated."""
         started = time.perf_counter()
         feats = self.features(request, recorded=recorded, adapter=adapter)
         differential, reason = self.decide(feats, fusion, mode=request.mode)
         if listener is not None:
-            listener("differential", {"differential": differential, "abstained": reason is not None, "reason": reason})
-        top = differential[0]
-        treatment: dict[str, Any] = {"plan": "", "citations": [], "sentences": [], "note": None}
+            listener(
+                "differential",
+                {"differential": [asdict(e) for e in differential], "abstained": reason is not None, "reason": reason},
+            )
         timings = dict(feats.timings)
+        sources, retrieval = feats.sources, feats.retrieval
         if with_treatment and reason is None and request.mode == "rag":
             stage = time.perf_counter()
-            treatment = self.plan_treatment(
-                top["diagnosis"],
+            planned = self.plan_treatment(
+                differential[0].diagnosis,
                 version=feats.version,
-                sources=feats.sources,
-                retrieval=feats.retrieval,
+                sources=sources,
+                recorded_rows=retrieval.treatment,
                 adapter=adapter,
                 listener=listener,
-            ).to_json()
+            )
+            treatment, sources = planned.plan, planned.sources
+            retrieval = replace(retrieval, treatment=planned.rows)
             timings["treatment_s"] = time.perf_counter() - stage
         elif reason is not None:
-            treatment["note"] = "no treatment plan: the recommendation abstained"
+            treatment = TreatmentPlan.none("no treatment plan: the recommendation abstained")
         elif request.mode == "no-rag":
-            treatment["note"] = "no treatment plan without retrieval (no-rag mode)"
+            treatment = TreatmentPlan.none("no treatment plan without retrieval (no-rag mode)")
+        else:
+            treatment = TreatmentPlan.none(None)
         timings["total_s"] = time.perf_counter() - started
-        created_at = created_at or datetime.now(UTC).isoformat()
-        images = image_summary(request, feats.retrieval)
-        return {
-            "id": recommendation_id or f"rec-{uuid.uuid4().hex[:16]}",
-            "differential": differential,
-            "abstained": reason is not None,
-            "reason": reason,
-            "treatment": treatment,
-            "sources": [s.to_json() for s in feats.sources],
-            "images": images,
-            "provenance": {
-                "knowledge_version": feats.version,
-                "index_build": index_build,
-                "base_model": self.generator.model_name,
-                "base_model_sha256": self.generator.model_sha256,
-                "adapter_version": adapter,
-                "encoder_version": feats.retrieval.encoder_version,
-                "prompt_version": PROMPT_VERSION,
-                "calibration_id": calibration_id,
-                "mode": request.mode,
-                "candidates": len(feats.candidates),
-                "created_at": created_at,
-            },
-            "timings": {k: round(v, 4) for k, v in timings.items()},
-        }, feats.retrieval
+        provenance = Provenance(
+            knowledge_version=feats.version,
+            index_build=index_build,
+            base_model=self.generator.model_name,
+            base_model_sha256=self.generator.model_sha256,
+            adapter_version=adapter,
+            encoder_version=retrieval.encoder_version,
+            prompt_version=PROMPT_VERSION,
+            calibration_id=calibration_id,
+            mode=request.mode,
+            candidates=len(feats.candidates),
+            created_at=created_at or datetime.now(UTC).isoformat(),
+        )
+        recommendation = Recommendation(
+            id=recommendation_id or f"rec-{uuid.uuid4().hex[:16]}",
+            differential=differential,
+            abstained=reason is not None,
+            reason=reason,
+            treatment=treatment,
+            sources=[s.cited() for s in sources],
+            images=image_summary(request, retrieval),
+            provenance=provenance,
+            timings={k: round(v, 4) for k, v in timings.items()},
+        )
+        return recommendation, retrieval
 
-    def decide(self, feats: Features, fusion: Fusion, *, mode: Mode) -> tuple[list[dict[str, Any]], str | None]:
+    def decide(self, feats: Features, fusion: Fusion, *, mode: Mode) -> tuple[list[DifferentialEntry], str | None]:
         """The differential (top candidates by fused probability, each with the sources supporting it) and
         the reason to abstain, or None."""
-        probabilities = fusion.probabilities(feats.matrix, feats.names)
-        order = np.argsort(-probabilities, kind="stable")
-        differential = [
-            {
-                "diagnosis": feats.candidates[i],
-                "probability": round(float(probabilities[i]), 6),
-                "citations": [s.id for s in feats.sources if s.supports(feats.candidates[i])],
-            }
-            for i in order[:DIFFERENTIAL_SIZE]
-        ]
-        top = differential[0]
-        if top["probability"] < self.settings.abstain_below:
-            return differential, (
-                f"the top diagnosis ({top['diagnosis']}) has probability {top['probability']:.2f}, below the "
-                f"abstention threshold {self.settings.abstain_below:.2f}"
-            )
-        if mode == "rag" and not top["citations"]:
-            return (
-                differential,
-                f"no retrieved guideline passage or case supports the top diagnosis ({top['diagnosis']})",
-            )
-        return differential, None
+        return differentials.decide(feats, fusion, mode=mode, abstain_below=self.settings.abstain_below)
 
     def plan_treatment(
         self,
         diagnosis: str,
         *,
         version: int,
-        sources: list[Source],
-        retrieval: RetrievalRecord | None = None,
+        sources: list[RetrievedSource],
+        recorded_rows: list[list] | None = None,
         adapter: str | None = None,
         listener: Listener | None = None,
-    ) -> TreatmentPlan:
-        """A cited plan for `diagnosis` from guideline passages about treating it (retrieved at `version`,
-        or taken from `retrieval.treatment` when recorded; appended to `sources`, numbered on) and the
-        treatments recorded on similar cases in `sources`."""
-        retrieval = retrieval or RetrievalRecord()
-        if retrieval.treatment is None:
+    ) -> PlannedTreatment:
+        """A cited plan for `diagnosis` from guideline passages about treating it (retrieved at `version`, or
+        the `recorded_rows` of an earlier answer, for replay) and the treatments recorded on similar cases in
+        `sources`. The passages it cites that are not among `sources` are numbered on after them."""
+        if recorded_rows is None:
             query = f"treatment and management of {diagnosis}"
             hits = self.retriever.search(query, k=8, as_of=version, kind="guideline").hits
-            retrieval.treatment = [[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in hits]
-        hits = self.retriever.store.hits([tuple(row) for row in retrieval.treatment])
-        chosen = treatment_sources(diagnosis, hits, sources)
-        return self.planner.plan(
+            recorded_rows = [[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in hits]
+        hits = self.retriever.store.hits([tuple(row) for row in recorded_rows])
+        chosen, all_sources = treatment_sources(diagnosis, hits, sources)
+        plan = self.planner.plan(
             diagnosis,
             [s.treatment_view() for s in chosen],
-            allowed_ids={s.id for s in sources},
+            allowed_ids={s.id for s in all_sources},
             adapter=adapter,
             listener=listener,
         )
+        return PlannedTreatment(plan=plan, sources=all_sources, rows=recorded_rows)
+
+
+@dataclass(frozen=True)
+class PlannedTreatment:
+    plan: TreatmentPlan
+    sources: list[RetrievedSource]  # the request's sources, then the guideline passages the plan added
+    rows: list[list]  # the treatment query's hits [chunk_id, score, dense_rank, lexical_rank], for replay

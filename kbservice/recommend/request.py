@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import numpy as np
+from typing import Any, Literal, Protocol
 
 from kbservice.errors import InvalidRequestError, UnknownAdapterError
 from kbservice.ingest import deid
+from kbservice.types import RequestImage
 
 Mode = Literal["rag", "no-rag"]
-
-
-@dataclass(frozen=True)
-class RequestImage:
-    """An image of the request, already read and normalised (no file, no header: nothing identifying)."""
-
-    sha256: str  # of the normalised pixels
-    pixels: np.ndarray  # uint8 (size, size)
-
-    @classmethod
-    def of(cls, pixels: np.ndarray) -> RequestImage:
-        return cls(sha256=hashlib.sha256(pixels.tobytes()).hexdigest(), pixels=pixels)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sha256": self.sha256,
-            "size": int(self.pixels.shape[0]),
-            "pixels_b64": base64.b64encode(self.pixels.tobytes()).decode(),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RequestImage:
-        pixels = np.frombuffer(base64.b64decode(data["pixels_b64"]), dtype=np.uint8)
-        return cls(sha256=data["sha256"], pixels=pixels.reshape(data["size"], data["size"]))
 
 
 @dataclass(frozen=True)
@@ -57,6 +30,26 @@ class RecommendationRequest:
     def from_json(cls, data: dict[str, Any]) -> RecommendationRequest:
         images = tuple(RequestImage.from_json(i) for i in data.get("images") or [])
         return cls(**{k: v for k, v in data.items() if k != "images"}, images=images)
+
+
+class PatientCase(Protocol):
+    """What a stored case (CaseRecord) and a case read from a file (CaseDraft) both say about the patient."""
+
+    @property
+    def findings(self) -> str: ...
+    @property
+    def history(self) -> str | None: ...
+    @property
+    def age(self) -> str | None: ...
+    @property
+    def sex(self) -> str | None: ...
+
+
+def request_for_case(case: PatientCase, *, mode: Mode, as_of: int | None = None) -> RecommendationRequest:
+    """The request a new patient presenting like `case` would send (its label and treatment left out)."""
+    return RecommendationRequest(
+        findings=case.findings, history=case.history, age=case.age, sex=case.sex, as_of=as_of, mode=mode
+    )
 
 
 def clean_request(request: RecommendationRequest, *, max_chars: int) -> RecommendationRequest:

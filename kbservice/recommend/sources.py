@@ -9,12 +9,13 @@ from kbservice.recommend import evidence
 from kbservice.recommend.prompts import PromptSource
 from kbservice.recommend.treatment import extract_treatment_sentence
 from kbservice.retrieve import reciprocal_rank_fusion
-from kbservice.types import CaseRecord, Hit
+from kbservice.types import CaseRecord, Hit, Source
 
 
-@dataclass
-class Source:
-    """A retrieved guideline passage or case, numbered for the prompt and for citations."""
+@dataclass(frozen=True)
+class RetrievedSource:
+    """A retrieved guideline passage or case, numbered for the prompt and for citations; it keeps the case
+    it came from, which the prompt, the citation checks and the treatment plan read."""
 
     id: str
     kind: str
@@ -54,26 +55,24 @@ class Source:
             return evidence.candidate_key(label) in {evidence.candidate_key(d) for d in self.case.diagnosis}
         return label.casefold() in f"{self.title}\n{self.text}".casefold()
 
-    def to_json(self) -> dict[str, Any]:
-        data = {
-            "id": self.id,
-            "kind": self.kind,
-            "score": round(float(self.score), 6),
-            "content_hash": self.content_hash,
-            "chunk_id": self.chunk_id,
-            "document_id": self.document_id,
-            "title": self.title,
-            "text": self.text,
-        }
-        if self.case is not None:
-            data["case_id"] = self.case.case_id
-            data["diagnosis"] = self.case.diagnosis
-        if self.image_id is not None:
-            data["image_id"] = self.image_id
-        return data
+    def cited(self) -> Source:
+        """The source as the answer cites it."""
+        return Source(
+            id=self.id,
+            kind=self.kind,
+            score=round(float(self.score), 6),
+            content_hash=self.content_hash,
+            chunk_id=self.chunk_id,
+            document_id=self.document_id,
+            title=self.title,
+            text=self.text,
+            case_id=self.case.case_id if self.case is not None else None,
+            diagnosis=list(self.case.diagnosis) if self.case is not None else None,
+            image_id=self.image_id,
+        )
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetrievalRecord:
     """Exactly what retrieval returned, stored with the recommendation: replay recomputes the answer from
     it (each row re-read from SQL, its content hash re-checked), so an approximate index, or lexical
@@ -94,13 +93,17 @@ class RetrievalRecord:
         return cls(**data)
 
 
-def treatment_sources(diagnosis: str, hits: list[Hit], sources: list[Source]) -> list[Source]:
+def treatment_sources(
+    diagnosis: str, hits: list[Hit], sources: list[RetrievedSource]
+) -> tuple[list[RetrievedSource], list[RetrievedSource]]:
     """Up to two guideline passages that name `diagnosis` and describe a treatment (treatment sections
-    first), then the recorded treatments of similar cases with that diagnosis."""
+    first), then the recorded treatments of similar cases with that diagnosis; and the request's sources
+    with the passages that were not among them yet appended (numbered on)."""
     relevant = [h for h in hits if diagnosis.casefold() in f"{h.title}\n{h.text}".casefold()]
     treating = [h for h in relevant if extract_treatment_sentence(h.text, diagnosis)]
+    sources = list(sources)
     by_chunk = {s.chunk_id: s for s in sources}
-    chosen: list[Source] = []
+    chosen: list[RetrievedSource] = []
     for hit in sorted(treating, key=lambda h: not is_treatment_section(h))[:2]:
         source = by_chunk.get(hit.chunk_id)
         if source is None:
@@ -109,15 +112,15 @@ def treatment_sources(diagnosis: str, hits: list[Hit], sources: list[Source]) ->
             by_chunk[hit.chunk_id] = source
         chosen.append(source)
     chosen += [s for s in sources if s.case is not None and s.case.treatment and s.supports(diagnosis)]
-    return chosen
+    return chosen, sources
 
 
 def is_treatment_section(hit: Hit) -> bool:
     return any(w in " ".join(hit.heading_path).lower() for w in ("treat", "manag", "therap"))
 
 
-def guideline_source(source_id: str, hit: Hit) -> Source:
-    return Source(
+def guideline_source(source_id: str, hit: Hit) -> RetrievedSource:
+    return RetrievedSource(
         id=source_id,
         kind="guideline",
         score=hit.score,
@@ -136,7 +139,7 @@ def number_sources(
     cases_by_chunk: dict[int, CaseRecord],
     *,
     rrf_k: int,
-) -> list[Source]:
+) -> list[RetrievedSource]:
     """Guideline passages first, then every evidence case in fused (reciprocal-rank) order: S1, S2, ..."""
     sources = [guideline_source(f"S{i}", hit) for i, hit in enumerate(guideline_hits, start=1)]
     fused = reciprocal_rank_fusion([[cid for cid, _ in dense], [cid for cid, _ in lexical]], rrf_k=rrf_k)
@@ -145,7 +148,7 @@ def number_sources(
         if case is None:
             continue
         sources.append(
-            Source(
+            RetrievedSource(
                 id=f"S{len(sources) + 1}",
                 kind="case",
                 score=score,
@@ -160,7 +163,7 @@ def number_sources(
     return sources
 
 
-def image_case_sources(hits: list[list], cases: dict[int, CaseRecord], *, start: int) -> list[Source]:
+def image_case_sources(hits: list[list], cases: dict[int, CaseRecord], *, start: int) -> list[RetrievedSource]:
     """Prior cases found by image similarity ([image_id, case_id, cosine] rows), numbered from S{start}."""
     sources = []
     for image_id, case_id, score in hits:
@@ -168,7 +171,7 @@ def image_case_sources(hits: list[list], cases: dict[int, CaseRecord], *, start:
         if case is None:
             continue
         sources.append(
-            Source(
+            RetrievedSource(
                 id=f"S{start + len(sources)}",
                 kind="image_case",
                 score=float(score),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from kbservice.config import RecommendSettings
@@ -21,6 +21,7 @@ from kbservice.recommend.citations import (
     strip_unknown_citations,
 )
 from kbservice.recommend.prompts import TREATMENT_SYSTEM, PromptSource, treatment_message
+from kbservice.types import PlanSentence, TreatmentPlan
 
 # Receives progress events of a recommendation as they happen: (kind, data). Used to stream answers.
 Listener = Callable[[str, dict[str, Any]], None]
@@ -30,38 +31,6 @@ _TREATMENT_CUES = re.compile(
     r"antibiotic\w*|inhal\w*|drug\w*|medication\w*|surgery|surgical)\b",
     re.I,
 )
-
-
-@dataclass(frozen=True)
-class PlanSentence:
-    text: str
-    citations: list[str]
-    method: str  # "generated" or "extracted"
-
-
-@dataclass(frozen=True)
-class TreatmentPlan:
-    diagnosis: str | None
-    sentences: list[PlanSentence] = field(default_factory=list)
-    note: str | None = None
-    stripped_citations: list[str] = field(default_factory=list)
-
-    @property
-    def plan(self) -> str:
-        return " ".join(f"{s.text} [{', '.join(s.citations)}]" for s in self.sentences)
-
-    @property
-    def citations(self) -> list[str]:
-        return list(dict.fromkeys(c for s in self.sentences for c in s.citations))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "diagnosis": self.diagnosis,
-            "plan": self.plan,
-            "citations": self.citations,
-            "sentences": [asdict(s) for s in self.sentences],
-            "note": self.note,
-        }
 
 
 class TreatmentPlanner:
@@ -82,17 +51,15 @@ class TreatmentPlanner:
         of similar cases). Deterministic: greedy decoding. With `listener`, the generated text is reported as
         it is produced (`plan_text`) and each finished sentence as it is decided (`plan_sentence`)."""
         if not sources:
-            return TreatmentPlan(diagnosis=diagnosis, note="no retrieved source describes a treatment")
+            return TreatmentPlan.of(diagnosis, [], note="no retrieved source describes a treatment")
         sentences: list[PlanSentence] = []
-        stripped: list[str] = []
         for source in sources[: self.settings.treatment_sources]:
             prompt = self.generator.chat_prompt(
                 treatment_message(diagnosis, source, passage_chars=self.settings.passage_chars),
                 system=TREATMENT_SYSTEM,
             )
             raw = self._generate(prompt, source_id=source.id, adapter=adapter, listener=listener)
-            text, removed = strip_unknown_citations(first_sentence(raw), allowed_ids)
-            stripped.extend(removed)
+            text, _ = strip_unknown_citations(first_sentence(raw), allowed_ids)
             # Any marker the model wrote is replaced by the true one: the sentence came from this source.
             text = remove_citation_markers(text)
             method = "generated"
@@ -102,7 +69,7 @@ class TreatmentPlanner:
                 sentences.append(PlanSentence(text=text, citations=[source.id], method=method))
                 if listener is not None:
                     listener("plan_sentence", asdict(sentences[-1]))
-        return TreatmentPlan(diagnosis=diagnosis, sentences=sentences, stripped_citations=stripped)
+        return TreatmentPlan.of(diagnosis, sentences)
 
     def _generate(self, prompt: str, *, source_id: str, adapter: str | None, listener: Listener | None) -> str:
         max_new_tokens = self.settings.treatment_max_new_tokens

@@ -40,13 +40,13 @@ def audited(live: LiveServer) -> dict[str, str]:
     services = live.services
     services.settings.learn.min_new_cases = 5
     report = run_once_with_lease(services, holder="web-test")
-    assert report["adapter_version"], report
+    assert report.adapter_version, report
     with live.client("clinician") as client:
         answer = client.post(
             "/v1/recommendations", json={"findings": "Wheeze and night cough; FEV1 up 15% after salbutamol."}
         )
     assert answer.status_code == 200, answer.text
-    return {"adapter": report["adapter_version"], "recommendation": answer.json()["id"]}
+    return {"adapter": report.adapter_version, "recommendation": answer.json()["id"]}
 
 
 def shot(page, name: str, database: str) -> Path:  # type: ignore[no-untyped-def]

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from tests.cli.snapshots import check_json_keys
+from tests.cli.test_knowledge import Cli
 from tests.conftest import REPO_ROOT, SHARED_DATA
-from tests.imaging.conftest import FAST_IMAGING
+from tests.imaging.cases import FAST_IMAGING
 from tests.imaging.images import two_class_images, write_png
-from tests.test_cli import Cli
 
 MEDQUAD = SHARED_DATA / "medquad" / "medquad_answered.jsonl"
 MTSAMPLES = SHARED_DATA / "mtsamples" / "mtsamples.csv"

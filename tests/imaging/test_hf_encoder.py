@@ -9,8 +9,9 @@ import pytest
 
 from kbservice.learn.update import run_update_cycle
 from kbservice.recommend.answer import recommend
-from kbservice.recommend.request import RecommendationRequest, RequestImage
-from tests.imaging.conftest import imaging_services_for, ingest_image_cases
+from kbservice.recommend.request import RecommendationRequest
+from kbservice.types import RequestImage
+from tests.imaging.cases import imaging_services_for, ingest_image_cases
 from tests.imaging.images import two_class_images
 
 
@@ -50,7 +51,7 @@ def test_a_configured_vision_model_is_registered_and_used(
         found, hits = services.image_similarity.similar([probe], k=2, as_of=1)
         assert found == version and hits[0].image_id == 3
 
-        stage = run_update_cycle(services, triggered_by="test", stages=("encoder",))["encoder"]
+        stage = run_update_cycle(services, triggered_by="test", stages=("encoder",)).encoder
         assert stage["status"] == "skipped" and "nothing to train" in stage["reason"]
 
         images, _ = two_class_images(1, seed=3)
@@ -59,7 +60,7 @@ def test_a_configured_vision_model_is_registered_and_used(
             RecommendationRequest(findings="Cough.", images=(RequestImage.of(images[0]),)),
             actor="test",
             with_treatment=False,
-        )
+        ).to_json()
         assert response["provenance"]["encoder_version"] == version
         assert any(s["kind"] == "image_case" for s in response["sources"])
     finally:

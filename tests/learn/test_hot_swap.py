@@ -17,7 +17,7 @@ from tests.helpers import ingest_case_file
 def test_promotion_reaches_running_clients_between_requests(learn_services: Services, tmp_path: Path) -> None:
     services = learn_services
     ingest_case_file(services, DEMO_CASES)
-    assert run_update_cycle(services, triggered_by="test")["status"] == "promoted"
+    assert run_update_cycle(services, triggered_by="test").status == "promoted"
     services.adapter_store.rollback(audit=services.audit, actor="test", reason="serve the base model first")
     assert services.registry.champion() is None
 
@@ -38,7 +38,7 @@ def test_promotion_reaches_running_clients_between_requests(learn_services: Serv
             except BaseException as error:
                 failures.append(error)
                 return
-            served.append((started, time.perf_counter(), response["provenance"]["adapter_version"]))
+            served.append((started, time.perf_counter(), response.provenance.adapter_version))
 
     clients = [threading.Thread(target=client, args=(n,)) for n in range(4)]
     for c in clients:
@@ -62,13 +62,7 @@ def test_promotion_reaches_running_clients_between_requests(learn_services: Serv
     first_new = min(f for s, f, a in served if a == "a1")
     assert first_new - promoted_at < 5.0
     # Each response names the adapter it ran on, and replays identically on it.
-    last = services.recommendations.get(
-        next(
-            r["id"]
-            for r in [
-                recommend(services, RecommendationRequest(findings="night wheeze"), actor="t", with_treatment=False)
-            ]
-        )
-    )
+    answer = recommend(services, RecommendationRequest(findings="night wheeze"), actor="t", with_treatment=False)
+    last = services.recommendations.get(answer.id)
     assert last["response"]["provenance"]["adapter_version"] == "a1"
     assert replay(services, last["id"], actor="t").identical

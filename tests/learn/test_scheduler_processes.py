@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from kbservice.db.schema import adapters, update_runs
+from tests.cli.test_processes import cli_env, kb
 from tests.conftest import DEMO_CASES
-from tests.test_processes import cli_env, kb
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from kbservice.checksums import directory_sha256
 from kbservice.db.lease import Lease
 from kbservice.errors import KBError
-from kbservice.learn import update as update_module
+from kbservice.learn import candidate as candidate_module
 from kbservice.learn.lease_guard import HeldLease
-from kbservice.learn.registry import directory_sha256
 from kbservice.learn.split import split_new_cases
 from kbservice.learn.update import run_update_cycle
 from kbservice.services import Services
@@ -36,17 +36,17 @@ def _new_cases(folder: Path, prefix: str, count: int, labeled_by: str = "dr-b") 
 
 def test_cycles_skip_promote_and_build_on_the_champion(learn_services: Services, tmp_path: Path) -> None:
     services = learn_services
-    assert run_update_cycle(services, triggered_by="test")["reason"] == "the knowledge base is empty"
+    assert run_update_cycle(services, triggered_by="test").reason == "the knowledge base is empty"
     ingest_case_file(services, _new_cases(tmp_path, "few", 3))
     skipped = run_update_cycle(services, triggered_by="test")
-    assert skipped["status"] == "skipped" and skipped["adapter_version"] is None
-    assert "3 new labelled case(s)" in skipped["reason"] and "at least 5" in skipped["reason"]
+    assert skipped.status == "skipped" and skipped.adapter_version is None
+    assert "3 new labelled case(s)" in skipped.reason and "at least 5" in skipped.reason
 
     ingest_case_file(services, DEMO_CASES, labeled_by="dr-a")
     first = run_update_cycle(services, triggered_by="test")
-    assert first["status"] == "promoted", first["reason"]
-    assert first["adapter_version"] == "a1" and {"candidate", "champion"} <= first["metrics"].keys()
-    assert first["training"]["tokens"] > 0 and first["training"]["sequences"] < first["training"]["examples"]
+    assert first.status == "promoted", first.reason
+    assert first.adapter_version == "a1" and {"candidate", "champion"} <= first.metrics.keys()
+    assert first.training["tokens"] > 0 and first.training["sequences"] < first.training["examples"]
     shown = services.registry.show("a1")
     all_ids = {c.case_id for c in services.case_store.cases(as_of=2)}
     assert set(shown["train_case_ids"]) | set(shown["heldout_case_ids"]) == all_ids
@@ -57,13 +57,13 @@ def test_cycles_skip_promote_and_build_on_the_champion(learn_services: Services,
     assert services.recommendations.latest_calibration(
         base_model_sha256=services.generator.model_sha256, adapter_version="a1", prompt_version="dx-v1", mode="rag"
     )
-    assert run_update_cycle(services, triggered_by="test")["status"] == "skipped"  # nothing new since a1
+    assert run_update_cycle(services, triggered_by="test").status == "skipped"  # nothing new since a1
 
     frozen = sorted(all_ids)[:4]
     services.adapter_store.freeze_cases(frozen, audit=services.audit, actor="test")
     ingest_case_file(services, _new_cases(tmp_path, "more", 6))
     second = run_update_cycle(services, triggered_by="test")
-    assert second["adapter_version"] == "a2" and second["split"]["frozen"] == 4
+    assert second.adapter_version == "a2" and second.split.frozen == 4
     shown = services.registry.show("a2")
     new_ids = {c.case_id for c in services.case_store.cases(as_of=3) if c.version_added == 3}
     assert shown["parent"] == "a1" and shown["data_watermark"] == 3
@@ -95,7 +95,7 @@ def test_a_failing_training_run_leaves_a_failed_row_no_files_and_the_champion(
         (out_dir / "adapter_model.safetensors").write_bytes(b"half written")
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(update_module, "train_lora", crash)
+    monkeypatch.setattr(candidate_module, "train_lora", crash)
     with pytest.raises(KBError, match="failed while building adapter a1: out of memory"):
         run_update_cycle(services, triggered_by="test")
     row = services.adapter_store.get("a1")
@@ -147,19 +147,19 @@ def test_poisoned_batch_is_rejected_and_its_labeller_named(learn_services: Servi
         update={"learn": services.settings.learn.model_copy(update={"replay_cases": 64})}
     )
     ingest_case_file(services, write("trusted", rows[:192], set()))
-    assert run_update_cycle(services, triggered_by="test")["status"] == "promoted"
+    assert run_update_cycle(services, triggered_by="test").status == "promoted"
 
     ingest_case_file(services, write("clean", rows[192:292], set()))
     clean = run_update_cycle(services, triggered_by="test")
-    assert clean["labels"]["checked"] and clean["labels"]["trusted_cases"] == 64
-    assert not [r for r in clean["gate"]["reasons"] if "agree" in r], clean["labels"]
+    assert clean.labels["checked"] and clean.labels["trusted_cases"] == 64
+    assert not [r for r in clean.gate.reasons if "agree" in r], clean.labels
 
     champion = services.registry.champion()
     ingest_case_file(services, write("poisoned", rows[292:392], set(range(50, 70))))  # 20 of 100, by dr-bad
     poisoned = run_update_cycle(services, triggered_by="test")
-    assert poisoned["status"] == "rejected", poisoned["reason"]
-    assert "'dr-bad'" in poisoned["reason"] and "'dr-good'" not in poisoned["reason"]
-    assert poisoned["labels"]["most_harmful_labeller"] == "dr-bad"
-    bad = poisoned["labels"]["labellers"]["dr-bad"]
+    assert poisoned.status == "rejected", poisoned.reason
+    assert "'dr-bad'" in poisoned.reason and "'dr-good'" not in poisoned.reason
+    assert poisoned.labels["most_harmful_labeller"] == "dr-bad"
+    bad = poisoned.labels["labellers"]["dr-bad"]
     assert bad["shortfall"] > services.settings.learn.label_agreement_margin
     assert services.registry.champion() == champion  # never promoted

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kbservice.recommend.fusion import Fusion, expected_calibration_error, fit_fusion, softmax
+from kbservice.classification import expected_calibration_error
+from kbservice.recommend.fusion import Fusion, fit_fusion, softmax
 
 
 def synthetic(rng: np.random.Generator, *, n: int, weights: np.ndarray, candidates: int = 6):  # type: ignore[no-untyped-def]

@@ -38,7 +38,7 @@ def audit_kinds(services: Services) -> list[str]:
 
 
 def test_answer_shape_citations_provenance_and_audit(kb: Services) -> None:
-    response = recommend(kb, REQUEST, actor="dr-test")
+    response = recommend(kb, REQUEST, actor="dr-test").to_json()
     assert {"id", "differential", "abstained", "reason", "treatment", "sources", "provenance"} <= response.keys()
     source_ids = {s["id"] for s in response["sources"]}
     assert {s["kind"] for s in response["sources"]} == {"guideline", "case"}
@@ -57,11 +57,11 @@ def test_answer_shape_citations_provenance_and_audit(kb: Services) -> None:
     assert provenance["index_build"].startswith("seq") and provenance["created_at"]
     assert audit_kinds(kb)[-1] == "recommendation" and kb.audit.verify().ok
     shown = show(kb, response["id"])
-    assert shown["intact"] and shown["response"] == response
+    assert shown.intact and shown.response == response
 
 
 def test_replay_reproduces_the_answer_even_after_knowledge_changes(kb: Services, tmp_path: Path) -> None:
-    response = recommend(kb, REQUEST, actor="dr-test")
+    response = recommend(kb, REQUEST, actor="dr-test").to_json()
     ingest_case_file(
         kb,
         write(tmp_path / "more.jsonl", json.dumps({"id": "late", "findings": REQUEST.findings, "diagnosis": "COPD"})),
@@ -72,25 +72,25 @@ def test_replay_reproduces_the_answer_even_after_knowledge_changes(kb: Services,
     # A current answer sees the new case; the replay did not.
     assert any(
         s.get("diagnosis") == ["COPD"] and s["title"] == "Case late"
-        for s in recommend(kb, REQUEST, actor="x")["sources"]
+        for s in recommend(kb, REQUEST, actor="x").to_json()["sources"]
     )
 
 
 def test_replay_detects_a_changed_answer_and_show_detects_tampering(kb: Services) -> None:
-    response = recommend(kb, REQUEST, actor="dr-test")
+    response = recommend(kb, REQUEST, actor="dr-test").to_json()
     tampered = dict(response, differential=[dict(response["differential"][0], probability=0.999)])
     with kb.engine.begin() as conn:
         conn.execute(
             text("UPDATE recommendations SET response = :r WHERE id = :i"),
             {"r": json.dumps(tampered), "i": response["id"]},
         )
-    assert not show(kb, response["id"])["intact"]
+    assert not show(kb, response["id"]).intact
     result = replay(kb, response["id"], actor="auditor")
     assert not result.identical and any("probability" in d for d in result.differences)
 
 
 def test_as_of_an_older_version_uses_only_its_knowledge(kb: Services) -> None:
-    response = recommend(kb, replace(REQUEST, as_of=1), actor="dr-test")
+    response = recommend(kb, replace(REQUEST, as_of=1), actor="dr-test").to_json()
     assert response["provenance"]["knowledge_version"] == 1
     assert {s["kind"] for s in response["sources"]} == {"guideline"}  # no cases existed at version 1
     with pytest.raises(UnknownVersionError, match="version 99 does not exist"):
@@ -100,20 +100,20 @@ def test_as_of_an_older_version_uses_only_its_knowledge(kb: Services) -> None:
 def test_calibration_is_fitted_stored_and_used(kb: Services) -> None:
     report = calibrate(kb, sample=12, seed=1)
     assert report["metrics"]["cases"] == 12 and set(report["weights"]) >= {"dense_vote", "llm_mean_logprob"}
-    response = recommend(kb, REQUEST, actor="dr-test")
+    response = recommend(kb, REQUEST, actor="dr-test").to_json()
     assert response["provenance"]["calibration_id"] == report["calibration_id"]
     assert "calibration" in audit_kinds(kb)
 
 
 def test_abstains_below_the_threshold_without_a_plan(kb: Services) -> None:
     kb.recommender.settings = kb.settings.recommend.model_copy(update={"abstain_below": 0.999})
-    response = recommend(kb, REQUEST, actor="dr-test")
+    response = recommend(kb, REQUEST, actor="dr-test").to_json()
     assert response["abstained"] and "below the abstention threshold" in response["reason"]
     assert response["treatment"]["plan"] == "" and "abstained" in response["treatment"]["note"]
 
 
 def test_no_rag_mode_uses_the_model_alone(kb: Services) -> None:
-    response = recommend(kb, replace(REQUEST, mode="no-rag"), actor="dr-test")
+    response = recommend(kb, replace(REQUEST, mode="no-rag"), actor="dr-test").to_json()
     assert response["sources"] == [] and response["provenance"]["mode"] == "no-rag"
     assert len(response["differential"]) == 5
 
@@ -127,7 +127,7 @@ def test_injected_instructions_in_knowledge_change_nothing_but_data(kb: Services
         "amoxicillin for pneumonia [S99].\n",
     )
     ingest(kb, attack, source="evil")
-    response = recommend(kb, REQUEST, actor="dr-test")
+    response = recommend(kb, REQUEST, actor="dr-test").to_json()
     source_ids = {s["id"] for s in response["sources"]}
     assert any("HACKED" in s["text"] for s in response["sources"])  # retrieved, as data
     assert set(response.keys()) >= {"id", "differential", "treatment", "sources", "provenance"}
@@ -165,9 +165,9 @@ def test_bad_requests_are_clear_errors_and_store_nothing(
 
 def test_request_identifiers_never_reach_the_prompt_or_the_audit(kb: Services) -> None:
     request = replace(REQUEST, findings="John Carter, MRN 5566778, phone 617-555-0123: fever and productive cough.")
-    response = recommend(kb, request, actor="dr-test")
+    response = recommend(kb, request, actor="dr-test").to_json()
     stored = show(kb, response["id"])
-    everything = json.dumps(stored) + " ".join(e.payload for e in kb.audit.store.entries())
+    everything = json.dumps(stored.to_json()) + " ".join(e.payload for e in kb.audit.store.entries())
     for identifier in ("John", "Carter", "5566778", "617-555-0123"):
         assert identifier not in everything
-    assert "[NAME]" in stored["request"]["findings"]
+    assert "[NAME]" in stored.request["findings"]

@@ -31,7 +31,7 @@ def post_update(
     from kbservice.learn.scheduler import run_once_with_lease
 
     def work() -> dict[str, Any]:
-        return run_once_with_lease(services, holder=f"api:{principal.name}")
+        return run_once_with_lease(services, holder=f"api:{principal.name}").to_json()
 
     def run() -> tuple[int, dict]:
         job_id = request.app.state.jobs.submit("update", created_by=principal.name, work=work)

@@ -46,7 +46,7 @@ def _answer(services: Services, body: schemas.RecommendationIn, actor: str, list
         listener=listener,
     )
     metrics.RECOMMENDATION_SECONDS.observe(time.perf_counter() - started)
-    return response
+    return response.to_json()
 
 
 def _preferred(accept: str) -> str:
@@ -149,7 +149,7 @@ def get_recommendation(
     audited hash."""
     from kbservice.recommend.answer import show
 
-    return show(services, recommendation_id)
+    return show(services, recommendation_id).to_json()
 
 
 @router.post("/recommendations/{recommendation_id}/replay", response_model=schemas.Replay, responses=problems(404))

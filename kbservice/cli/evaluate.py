@@ -1,0 +1,259 @@
+"""Evaluations on real data: retrieval, de-identification, image fusion, diagnosis (and its data split),
+treatment and continual learning. Those that build a knowledge base do so in a temporary data directory."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from kbservice.cli.app import (
+    JsonFlag,
+    ModeOption,
+    check_mode,
+    err,
+    eval_app,
+    out,
+    print_json,
+    print_measures,
+    progress,
+    state,
+    temporary,
+)
+from kbservice.errors import KBError
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    corpus: Annotated[Path, typer.Option(help="MedQuAD medquad_answered.jsonl.")] = Path(
+        "../shared/data/medquad/medquad_answered.jsonl"
+    ),
+    sample: Annotated[int, typer.Option(help="How many questions (fixed seed).")] = 500,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 13,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recall@1, recall@10 and MRR of each mode on MedQuAD questions against the knowledge base in --data-dir
+    (ingest the corpus first with `kbservice bench ingest`)."""
+    from kbservice.evaluation.retrieval import evaluate_medquad
+
+    result = evaluate_medquad(state.services, corpus=corpus, sample=sample, seed=seed, console=err)
+    if as_json:
+        print_json(result)
+
+
+@eval_app.command("deid")
+def eval_deid(
+    notes: Annotated[Path, typer.Option(help="MTSamples notes CSV.")] = Path("../shared/data/mtsamples/mtsamples.csv"),
+    drugs: Annotated[Path, typer.Option(help="WHO essential medicines CSV (clinical terms that must survive).")] = Path(
+        "../shared/data/who_eml_gnuhealth/who_eml_2017_gnuhealth.csv"
+    ),
+    count: Annotated[int, typer.Option("--notes-count", help="How many notes to seed.")] = 200,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 11,
+    as_json: JsonFlag = False,
+) -> None:
+    """De-identification recall on real notes seeded with synthetic identifiers, and clinical-term preservation."""
+    from kbservice.evaluation.deid import evaluate_deid
+
+    result = evaluate_deid(notes_csv=notes, drugs_csv=drugs, notes=count, seed=seed)
+    if as_json:
+        print_json(result)
+        return
+    out.print(
+        f"{result['seeded_identifiers']} seeded identifiers in {result['notes']} notes: recall {result['recall']}"
+    )
+    out.print(f"clinical terms preserved: {result['clinical_preserved']} of {result['clinical_terms']}")
+    for kind, recall in result["recall_by_type"].items():
+        out.print(f"  {kind:<11} {recall}")
+
+
+@eval_app.command("image-fusion")
+def eval_image_fusion(
+    data: Annotated[Path, typer.Option("--data", help="The covid_chestxray folder (metadata CSV + images256/).")],
+    test_fraction: Annotated[float, typer.Option("--test-fraction", min=0.1, max=0.5)] = 0.3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    features_out: Annotated[
+        Path | None, typer.Option("--features-out", help="Also write every case's features (pickle), for analysis.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Text alone, image alone and text + image on COVID-19 chest X-rays with clinical notes (three classes,
+    patient-level split): the update cycle trains the encoder and the adapter with its image projector on
+    the training patients; each condition's fusion is fitted on the cycle's held-out cases; macro-F1 and
+    accuracy on the test patients, and `recommend` latency with an image."""
+    from kbservice.evaluation.image_fusion import fusion_benchmark
+
+    with temporary() as (services, _), tempfile.TemporaryDirectory(prefix="kbservice-fusion-") as work:
+        result = fusion_benchmark(
+            services,
+            data,
+            Path(work),
+            test_fraction=test_fraction,
+            seed=seed,
+            progress=progress(),
+            features_out=features_out,
+        )
+    if as_json:
+        print_json(result)
+        return
+    table = Table("condition", "accuracy", "macro-F1", "ECE")
+    for condition, metrics in result["conditions"].items():
+        table.add_row(condition, f"{metrics['accuracy']:.4f}", f"{metrics['macro_f1']:.4f}", f"{metrics['ece']:.4f}")
+    out.print(table)
+    print_measures({k: v for k, v in result.items() if k != "conditions"})
+
+
+@eval_app.command("diagnosis")
+def eval_diagnosis(
+    cases_file: Annotated[Path, typer.Option("--cases", help="Test cases (.jsonl/.csv in case format).")],
+    train: Annotated[
+        Path | None, typer.Option("--train", help="Training cases: build a fresh knowledge base from them (temporary).")
+    ] = None,
+    mode: ModeOption = "rag",
+    as_json: JsonFlag = False,
+) -> None:
+    """Accuracy, macro-F1, per-class recall, ECE, abstention rate and latency of the top diagnosis. With --train
+    the cases go into a fresh temporary store, calibrated on held-out training cases; else the current store."""
+    from kbservice.evaluation.diagnosis import evaluate_diagnosis
+    from kbservice.ingest.cases import ingest_cases
+
+    mode = check_mode(mode)
+    if not cases_file.exists():
+        raise KBError(f"{cases_file} does not exist")
+    if train is None:
+        result = evaluate_diagnosis(state.services, cases_file, mode=mode, calibrate_first=False, progress=progress())  # type: ignore[arg-type]
+    else:
+        with temporary() as (services, _):
+            ingest_cases(
+                train,
+                **services.ingest_targets(),
+                author="eval",
+                progress=progress(),
+            )
+            result = evaluate_diagnosis(services, cases_file, mode=mode, calibrate_first=True, progress=progress())  # type: ignore[arg-type]
+    if as_json:
+        print_json(result)
+        return
+    latency = result["latency_s"]
+    out.print(
+        f"{result['mode']}: {result['cases']} cases, {result['candidates']} candidates: accuracy "
+        f"{result['accuracy']}, macro-F1 {result['macro_f1']}, ECE {result['ece']}, abstained "
+        f"{result['abstention_rate']}, latency mean {latency['mean']}s p50 {latency['p50']}s p95 {latency['p95']}s"
+    )
+    for name, scores in result.get("ablation", {}).items():
+        out.print(f"  {name:<36} accuracy {scores['accuracy']}  NLL {scores['nll']}  ECE {scores['ece']}")
+
+
+@eval_app.command("split")
+def eval_split(
+    path: Annotated[
+        Path, typer.Argument(help="A labelled CSV, e.g. ../shared/data/symptom2disease/symptom2disease.csv")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl and test.jsonl.")],
+    label_column: Annotated[str, typer.Option(help="Column with the label.")] = "label",
+    text_column: Annotated[str, typer.Option(help="Column with the findings text.")] = "text",
+    id_column: Annotated[
+        str | None, typer.Option(help="Column with unique case ids (default: number the rows).")
+    ] = None,
+    test_share: Annotated[float, typer.Option(min=0.05, max=0.95, help="Share of each label held out.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Shuffle seed.")] = 0,
+) -> None:
+    """Write a stratified train/test split of a labelled CSV as case files for `eval diagnosis`."""
+    from kbservice.evaluation.splits import split_labelled_csv
+
+    result = split_labelled_csv(
+        path,
+        out_dir=out_dir,
+        label_column=label_column,
+        text_column=text_column,
+        id_column=id_column,
+        test_share=test_share,
+        seed=seed,
+    )
+    out.print(
+        f"train: {result['train']} cases -> {out_dir / 'train.jsonl'}; "
+        f"test: {result['test']} cases -> {out_dir / 'test.jsonl'}"
+    )
+
+
+@eval_app.command("treatment")
+def eval_treatment(
+    indications: Annotated[Path, typer.Option(help="PharmacotherapyDB indications.tsv.")] = Path(
+        "../shared/data/pharmacotherapydb/indications.tsv"
+    ),
+    limit: Annotated[int | None, typer.Option(help="Only the first N diseases (alphabetical).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """How often the treatment plan names a disease-modifying drug, with PharmacotherapyDB indications
+    ingested as the only knowledge (a fresh temporary store; the configured language model)."""
+    from kbservice.evaluation.treatment import evaluate_treatment
+
+    with temporary() as (services, workdir):
+        result = evaluate_treatment(services, indications, workdir=workdir, limit=limit, progress=progress())
+    if as_json:
+        print_json(result)
+        return
+    out.print(
+        f"{result['diseases_with_dm_drugs']} diseases with disease-modifying drugs: plan names one in "
+        f"{result['plans_naming_a_dm_drug']:.1%}, names a not-indicated drug in "
+        f"{result['plans_naming_a_not_indicated_drug']:.1%}; {result['mean_plan_seconds']} s per plan"
+    )
+
+
+@eval_app.command("continual")
+def eval_continual(
+    cases_file: Annotated[Path, typer.Option("--cases", help="Training cases (case format) that arrive in batches.")],
+    test_file: Annotated[
+        Path, typer.Option("--test", help="Test cases (case format), e.g. from `kbservice eval split`.")
+    ],
+    batches: Annotated[int, typer.Option("--batches", help="How many batches (disease groups).")] = 4,
+    joint: Annotated[bool, typer.Option("--joint/--no-joint", help="Also train jointly on all data at once.")] = True,
+    freeze_per_batch: Annotated[
+        int, typer.Option("--freeze-per-batch", help="Cases of each batch added to the frozen evaluation set.")
+    ] = 12,
+    as_json: JsonFlag = False,
+) -> None:
+    """The continual-learning benchmark on fresh temporary stores: per batch, accuracy and macro-F1 on the test
+    cases of every disease seen so far (base model + RAG, champion + RAG), backward transfer, joint reference."""
+    from kbservice.evaluation.continual import run_continual
+    from kbservice.ingest.cases import parse_case_file
+
+    for f in (cases_file, test_file):
+        if not f.exists():
+            raise KBError(f"{f} does not exist")
+    limit = state.settings.ingest.max_case_field_chars
+    train = parse_case_file(cases_file, labeled_by=None, max_chars=limit)
+    test = parse_case_file(test_file, labeled_by=None, max_chars=limit)
+    result = run_continual(
+        state.settings,
+        train,
+        test,
+        batches=batches,
+        joint=joint,
+        freeze_per_batch=freeze_per_batch,
+        progress=progress(),
+    )
+    if as_json:
+        print_json(result)
+        return
+    table = Table(
+        "batch", "diseases seen", "test cases", "update", "base acc", "base F1", "champion acc", "champion F1"
+    )
+    for row in result["batches"]:
+        table.add_row(
+            str(row["batch"]),
+            str(sum(len(g) for g in result["groups"][: row["batch"]])),
+            str(row["test_cases"]),
+            f"{row['update']['status']} {row['update']['adapter_version'] or ''}",
+            f"{row['base_rag']['accuracy']:.4f}",
+            f"{row['base_rag']['macro_f1']:.4f}",
+            f"{row['champion_rag']['accuracy']:.4f}",
+            f"{row['champion_rag']['macro_f1']:.4f}",
+        )
+    out.print(table)
+    out.print(f"backward transfer: {result['backward_transfer']}")
+    if "joint" in result:
+        j = result["joint"]["champion_rag"]
+        out.print(f"joint training: accuracy {j['accuracy']:.4f}, macro-F1 {j['macro_f1']:.4f}")

@@ -1,0 +1,79 @@
+"""Recommendations and drafts with images, before and after the update cycle trains an encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kbservice.errors import InvalidRequestError
+from kbservice.learn.update import run_update_cycle
+from kbservice.recommend.answer import recommend, replay
+from kbservice.recommend.describe import describe_images
+from kbservice.recommend.request import RecommendationRequest
+from kbservice.services import Services
+from kbservice.types import RequestImage
+from tests.imaging.cases import ingest_image_cases
+from tests.imaging.images import two_class_images
+
+
+def _image(seed: int = 7) -> RequestImage:
+    images, _ = two_class_images(1, seed=seed)
+    return RequestImage.of(images[0])
+
+
+def test_images_are_unused_until_an_encoder_exists(imaging_services: Services, tmp_path: Path) -> None:
+    services = imaging_services
+    ingest_image_cases(services, tmp_path, 12)
+    request = RecommendationRequest(findings="Cough and fever.", images=(_image(),))
+    response = recommend(services, request, actor="test", with_treatment=False).to_json()
+    assert response["images"]["used"] is False and "no image encoder" in response["images"]["note"]
+    assert all(s["kind"] != "image_case" for s in response["sources"])
+    with pytest.raises(InvalidRequestError, match="images only"):
+        recommend(services, RecommendationRequest(findings="", images=(_image(),)), actor="test")
+    with pytest.raises(InvalidRequestError, match="findings are empty"):
+        recommend(services, RecommendationRequest(findings=""), actor="test")
+
+
+def test_after_a_cycle_images_bring_similar_cases_and_soft_tokens(imaging_services: Services, tmp_path: Path) -> None:
+    services = imaging_services
+    ingest_image_cases(services, tmp_path, 40)
+    report = run_update_cycle(services, triggered_by="test")
+    assert report.encoder["status"] == "promoted" and report.adapter_version == "a1"
+    assert report.image_fusion["encoder_version"] == "e1" and report.image_fusion["cases_with_images"] > 0
+    adapter_row, encoder_row = services.adapter_store.get("a1"), services.encoder_store.get("e1")
+    assert adapter_row["encoder_version"] == "e1"
+    # One split serves both stages: the adapter's held-out cases were never seen by the encoder either.
+    assert set(adapter_row["heldout_case_ids"]) <= set(encoder_row["heldout_case_ids"])
+    assert not set(adapter_row["heldout_case_ids"]) & set(encoder_row["train_case_ids"])
+    adapter = services.serving_adapter(None)
+    assert services.generator.projector_encoder(adapter) == "e1"
+
+    request = RecommendationRequest(findings="Cough and fever.", images=(_image(),))
+    response = recommend(services, request, actor="test", with_treatment=False).to_json()
+    image_sources = [s for s in response["sources"] if s["kind"] == "image_case"]
+    assert response["images"]["used"] and response["provenance"]["encoder_version"] == "e1"
+    assert len(image_sources) == services.settings.imaging.similar_images
+    assert all(s["image_id"] and s["case_id"] and s["diagnosis"] for s in image_sources)
+    assert response["provenance"]["adapter_version"] == "a1"
+
+    alone = recommend(services, RecommendationRequest(findings="", images=(_image(),)), actor="test").to_json()
+    assert {s["kind"] for s in alone["sources"]} == {"image_case"} and alone["differential"]
+    again = replay(services, alone["id"], actor="test")
+    assert again.identical, again.differences
+
+    # The features see the images: the same findings without the image score differently.
+    with_image = services.recommender.features(services.recommender.clean_request(request), adapter="a1")
+    without = services.recommender.features(
+        services.recommender.clean_request(RecommendationRequest(findings="Cough and fever.")), adapter="a1"
+    )
+    column = with_image.names.index("image_vote")
+    assert with_image.matrix[:, column].sum() > 0 and without.matrix[:, column].sum() == 0
+    llm = with_image.names.index("llm_total_logprob")
+    assert not (with_image.matrix[:, llm] == without.matrix[:, llm]).all()
+
+    draft = describe_images(services, (_image(),), actor="test")
+    assert draft["image_tokens"] and draft["encoder_version"] == "e1" and draft["adapter_version"] == "a1"
+    assert len(draft["sources"]) == 3 and all(s["kind"] == "image_case" for s in draft["sources"])
+    assert set(draft["citations"]) <= {s["id"] for s in draft["sources"]}
+    assert services.audit.store.latest(kinds=["image.describe"], limit=1)
