@@ -218,7 +218,7 @@ def eval_continual(
     """The continual-learning benchmark on fresh temporary stores: per batch, accuracy and macro-F1 on the test
     cases of every disease seen so far (base model + RAG, champion + RAG), backward transfer, joint reference."""
     from kbservice.evaluation.continual import run_continual
-    from kbservice.ingest.cases import parse_case_file
+    from kbservice.ingest.case_files import parse_case_file
 
     for f in (cases_file, test_file):
         if not f.exists():

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine, select
 
+from kbservice.db.knowledge_versions import valid_at
 from kbservice.db.schema import cases, chunks, documents
-from kbservice.db.store import valid_at
 from kbservice.types import CaseRecord
 
 

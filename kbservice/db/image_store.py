@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, select
 
+from kbservice.db.knowledge_versions import valid_at
 from kbservice.db.schema import cases, documents, images
-from kbservice.db.store import valid_at
 from kbservice.errors import UnknownImageError
 
 _METADATA = [c for c in images.c if c.name != "pixels"]

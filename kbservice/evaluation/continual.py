@@ -27,7 +27,8 @@ from kbservice.classification import Decision, classification_metrics
 from kbservice.config import Settings
 from kbservice.errors import KBError
 from kbservice.evaluation.case_batches import ingest_case_lines
-from kbservice.ingest.cases import CaseDraft, deidentify
+from kbservice.ingest.case_files import CaseDraft
+from kbservice.ingest.cases import deidentify
 from kbservice.learn.update import run_update_cycle
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend.answer import fusion_for

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbservice.classification import Decision, classification_metrics
-from kbservice.ingest.cases import CaseDraft, deidentify, parse_case_file
+from kbservice.ingest.case_files import CaseDraft, parse_case_file
+from kbservice.ingest.cases import deidentify
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend import evidence
 from kbservice.recommend.answer import fusion_for

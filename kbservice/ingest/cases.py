@@ -1,4 +1,4 @@
-"""ingest_cases: a JSONL or CSV file of labelled cases -> validated -> de-identified -> one knowledge version.
+"""ingest_cases: a case file (parsed and checked by case_files) -> de-identified -> one knowledge version.
 
 Every free-text field is scrubbed before anything is embedded or written, so SQL, the index and any later
 training set only ever see placeholders. One bad row stops the whole file: nothing is stored.
@@ -6,15 +6,10 @@ training set only ever see placeholders. One bad row stops the whole file: nothi
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import re
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from kbservice.config import Settings
 from kbservice.db.store import KnowledgeStore
@@ -22,200 +17,10 @@ from kbservice.errors import DuplicateIdentityError, IngestError
 from kbservice.index.protocols import Embedder
 from kbservice.index.replica import IndexReplica
 from kbservice.ingest import deid
+from kbservice.ingest.case_files import FREE_TEXT_FIELDS, CaseDraft, parse_case_file
+from kbservice.ingest.case_images import prepare_case_images
 from kbservice.progress import NoProgress, Progress
 from kbservice.types import ChunkDraft, IngestReport, ParsedDocument, PreparedDocument
-
-FIELDS = ("id", "findings", "history", "age", "sex", "diagnosis", "treatment", "images", "labeled_by")
-FREE_TEXT_FIELDS = ("findings", "history", "treatment")
-_SEX = {"f": "F", "female": "F", "m": "M", "male": "M"}
-IMAGE_ONLY_TEXT = "(image-only case: no findings text)"
-_LIST_SEPARATOR = re.compile(r"\s*[;|]\s*")  # CSV cells holding several labels or image paths
-
-
-@dataclass(frozen=True)
-class CaseDraft:
-    """One validated, de-identified case, before it has a store id."""
-
-    id: str
-    findings: str
-    history: str | None
-    age: str | None
-    sex: str | None
-    diagnosis: list[str]
-    treatment: str | None
-    images: list[str]
-    labeled_by: str | None
-
-    def embed_text(self) -> str:
-        """What similarity search compares: the presentation only, never the label or the treatment."""
-        parts = [self.findings or IMAGE_ONLY_TEXT]
-        if self.history:
-            parts.append(f"History: {self.history}")
-        demographics = " ".join(p for p in (f"age {self.age}" if self.age else "", self.sex or "") if p)
-        if demographics:
-            parts.append(f"Patient: {demographics}")
-        return "\n".join(parts)
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "external_id": self.id,
-            "findings": self.findings,
-            "history": self.history,
-            "age": self.age,
-            "sex": self.sex,
-            "diagnoses": self.diagnosis,
-            "treatment": self.treatment,
-            "images": self.images,
-            "labeled_by": self.labeled_by,
-        }
-
-
-class RowError(ValueError):
-    pass
-
-
-def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, raw record) for each row of a .jsonl or .csv file."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise IngestError([(str(path), f"cannot read: {exc.strerror or exc}")]) from exc
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IngestError([(str(path), f"not valid UTF-8 (bad byte at offset {exc.start})")]) from exc
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return _jsonl_rows(path, text)
-    if suffix == ".csv":
-        return _csv_rows(path, text)
-    raise IngestError([(str(path), f"unsupported case file type {suffix!r}; use .jsonl or .csv")])
-
-
-def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise IngestError([(f"{path}:{number}", f"not valid JSON ({exc.msg})")]) from exc
-        if not isinstance(record, dict):
-            raise IngestError([(f"{path}:{number}", "expected a JSON object")])
-        rows.append((number, record))
-    return rows
-
-
-def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in ("id", "findings", "diagnosis") if c not in columns]
-    if missing:
-        raise IngestError([(str(path), f"missing column(s): {', '.join(missing)} (header: {', '.join(columns)})")])
-    rows = []
-    for record in reader:
-        # DictReader files surplus cells under the key None and fills missing ones with None.
-        if None in record or any(value is None for value in record.values()):
-            raise IngestError([(f"{path}:{reader.line_num}", "row has a different number of cells than the header")])
-        cells = {key.strip(): value for key, value in record.items()}
-        for name in ("diagnosis", "images"):
-            if isinstance(cells.get(name), str):
-                cells[name] = (
-                    [p for p in _LIST_SEPARATOR.split(cells[name].strip()) if p] if cells[name].strip() else []
-                )
-        rows.append((reader.line_num, {k: (None if v == "" else v) for k, v in cells.items()}))
-    return rows
-
-
-def validate_row(record: dict[str, Any], *, labeled_by: str | None, max_chars: int) -> CaseDraft:
-    """A CaseDraft for one raw record (not yet de-identified), or RowError naming the bad field."""
-    unknown = sorted(set(record) - set(FIELDS))
-    if unknown:
-        raise RowError(f"unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(FIELDS)}")
-    case_id = record.get("id")
-    if isinstance(case_id, int) and not isinstance(case_id, bool):
-        case_id = str(case_id)
-    if not isinstance(case_id, str) or not case_id.strip():
-        raise RowError("field 'id' is missing or empty")
-    texts = {name: _text_field(record, name, max_chars=max_chars) for name in FREE_TEXT_FIELDS}
-    images = _images(record.get("images"))
-    if not texts["findings"] and not images:
-        raise RowError("field 'findings' is missing or empty (a case needs findings, images or both)")
-    return CaseDraft(
-        id=case_id.strip(),
-        findings=texts["findings"] or "",
-        history=texts["history"],
-        age=_age(record.get("age")),
-        sex=_sex(record.get("sex")),
-        diagnosis=_labels(record.get("diagnosis")),
-        treatment=texts["treatment"],
-        images=images,
-        labeled_by=_optional_name(record.get("labeled_by")) or labeled_by,
-    )
-
-
-def _text_field(record: dict[str, Any], name: str, *, max_chars: int) -> str | None:
-    value = record.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise RowError(f"field {name!r} must be text")
-    if len(value) > max_chars:
-        raise RowError(f"field {name!r} is {len(value):,} characters; the limit is {max_chars:,}")
-    return value.strip() or None
-
-
-def _age(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        age = int(str(value).strip())
-    except ValueError:
-        raise RowError(f"field 'age' must be a whole number of years, not {value!r}") from None
-    if not 0 <= age <= 130:
-        raise RowError(f"field 'age' must be between 0 and 130, not {age}")
-    return "90+" if age > 89 else str(age)  # HIPAA Safe Harbor: ages over 89 are generalised
-
-
-def _sex(value: Any) -> str | None:
-    if value is None:
-        return None
-    sex = _SEX.get(str(value).strip().lower())
-    if sex is None:
-        raise RowError(f"field 'sex' must be F or M, not {value!r}")
-    return sex
-
-
-def _labels(value: Any) -> list[str]:
-    if value is None or value == []:
-        raise RowError("field 'diagnosis' is missing; every case needs at least one label")
-    labels = [value] if isinstance(value, str) else value
-    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise RowError("field 'diagnosis' must be a string or a list of strings")
-    cleaned = [" ".join(label.split()) for label in labels]
-    if not all(cleaned):
-        raise RowError("field 'diagnosis' holds a label that is empty or only whitespace")
-    if any(len(label) > 200 for label in cleaned):
-        raise RowError("field 'diagnosis' holds a label longer than 200 characters")
-    return list(dict.fromkeys(cleaned))
-
-
-def _images(value: Any) -> list[str]:
-    if value is None:
-        return []
-    images = [value] if isinstance(value, str) else value
-    if not isinstance(images, list) or not all(isinstance(p, str) and p.strip() for p in images):
-        raise RowError("field 'images' must be a path or a list of paths")
-    return [p.strip() for p in images]
-
-
-def _optional_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise RowError("field 'labeled_by' must be text")
-    return value.strip()[:200] or None
 
 
 def deidentify(draft: CaseDraft) -> CaseDraft:
@@ -234,34 +39,6 @@ def deidentify(draft: CaseDraft) -> CaseDraft:
         images=draft.images,
         labeled_by=draft.labeled_by,
     )
-
-
-def parse_case_file(path: Path, *, labeled_by: str | None, max_chars: int) -> list[CaseDraft]:
-    """Every row validated (not yet de-identified); IngestError lists every bad row by line and field."""
-    problems: list[tuple[str, str]] = []
-    drafts: list[CaseDraft] = []
-    first_line: dict[str, int] = {}
-    for number, record in read_rows(path):
-        try:
-            draft = validate_row(record, labeled_by=labeled_by, max_chars=max_chars)
-        except RowError as exc:
-            problems.append((f"{path}:{number}", str(exc)))
-            continue
-        if draft.id in first_line:
-            problems.append(
-                (
-                    f"{path}:{number}",
-                    f"field 'id': duplicate case id {draft.id!r} (first on line {first_line[draft.id]})",
-                )
-            )
-            continue
-        first_line[draft.id] = number
-        drafts.append(draft)
-    if problems:
-        raise IngestError(problems)
-    if not drafts:
-        raise IngestError([(str(path), "no cases found")])
-    return drafts
 
 
 def case_document(draft: CaseDraft, *, source: str) -> tuple[ParsedDocument, str]:
@@ -319,7 +96,7 @@ def ingest_cases(
             advance(1)
     timings["deid_s"] = time.perf_counter() - stage
     stage = time.perf_counter()
-    image_rows, clean = _prepare_images(path, clean, settings=settings, progress=progress)
+    image_rows, clean = prepare_case_images(path, clean, settings=settings, progress=progress)
     if image_rows:
         timings["images_s"] = time.perf_counter() - stage
     stage = time.perf_counter()
@@ -359,40 +136,6 @@ def ingest_cases(
         seconds=time.perf_counter() - started,
         timings=timings,
     )
-
-
-def _prepare_images(
-    path: Path, drafts: list[CaseDraft], *, settings: Settings, progress: Progress
-) -> tuple[dict[str, list[dict[str, Any]]], list[CaseDraft]]:
-    """Every image of every case read, de-identified and written content-addressed, before any SQL: the
-    `images` rows per case id, and the drafts with their image paths replaced by the stored names (a
-    submitter's file name can itself identify a patient). One unreadable image stops the whole file."""
-    wanted = [(draft, ordinal, name) for draft in drafts for ordinal, name in enumerate(draft.images)]
-    if not wanted:
-        return {}, drafts
-    from kbservice.errors import ImageReadError
-    from kbservice.imaging.prepare import deid_secret, prepare_image, store_file
-
-    secret = deid_secret(settings.data_dir)
-    problems: list[tuple[str, str]] = []
-    rows: dict[str, list[dict[str, Any]]] = {}
-    stored_names: dict[str, list[str]] = {}
-    prepared = []
-    with progress.task("Reading and de-identifying images", total=len(wanted)) as advance:
-        for draft, ordinal, name in wanted:
-            image_path = Path(name) if Path(name).is_absolute() else path.parent / name
-            try:
-                prepared.append((draft, ordinal, prepare_image(image_path, settings=settings.imaging, secret=secret)))
-            except ImageReadError as exc:
-                problems.append((f"case {draft.id}", str(exc)))
-            advance(1)
-    if problems:
-        raise IngestError(problems)
-    for draft, ordinal, image in prepared:
-        stored = store_file(image, settings.images_dir)
-        rows.setdefault(draft.id, []).append(image.row(stored_path=stored, ordinal=ordinal))
-        stored_names.setdefault(draft.id, []).append(stored.rsplit("/", 1)[-1])
-    return rows, [replace(d, images=stored_names.get(d.id, [])) for d in drafts]
 
 
 def _whole_text_chunk(text: str, token_count: int) -> ChunkDraft:

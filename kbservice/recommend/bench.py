@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from kbservice.ingest.cases import parse_case_file
+from kbservice.ingest.case_files import parse_case_file
 from kbservice.recommend.request import request_for_case
 
 if TYPE_CHECKING:
