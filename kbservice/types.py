@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -223,9 +223,13 @@ class CaseRecord:
     chunk_id: int
     content_hash: str
 
+    # Where the case lives in the knowledge base: used by retrieval and citations, not part of its JSON.
+    INTERNAL_FIELDS: ClassVar[tuple[str, ...]] = ("document_id", "chunk_id", "content_hash")
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["document_id"], data["chunk_id"], data["content_hash"]
+        for name in self.INTERNAL_FIELDS:
+            del data[name]
         return data
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 T = TypeVar("T")
 
@@ -88,7 +88,7 @@ class SearchHit(BaseModel):
 
 class SearchResult(BaseModel):
     version: int | None = Field(description="The knowledge version searched; null when the base is empty.")
-    mode: str
+    mode: Literal["dense", "lexical", "hybrid"]
     hits: list[SearchHit]
 
 
@@ -170,7 +170,18 @@ class RecommendationIn(BaseModel):
 
 
 class _Open(BaseModel):
+    """A part of an answer: unknown keys pass through, and the keys named in `omit_unset` appear only when
+    the answer has them (a guideline source has no case_id; answers stored before a field existed lack it)."""
+
     model_config = ConfigDict(extra="allow")
+    omit_unset: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        data = handler(self)
+        for name in self.omit_unset - self.model_fields_set:
+            data.pop(name, None)
+        return data
 
 
 class DifferentialEntry(_Open):
@@ -179,33 +190,48 @@ class DifferentialEntry(_Open):
     citations: list[str]
 
 
+class PlanSentence(_Open):
+    text: str
+    citations: list[str]
+    method: Literal["generated", "extracted"]
+
+
 class Treatment(_Open):
+    omit_unset = frozenset({"diagnosis"})
+    diagnosis: str | None = Field(None, description="Absent when no plan was made (see `note`).")
     plan: str
     citations: list[str]
-    sentences: list[dict[str, Any]]
+    sentences: list[PlanSentence]
     note: str | None = None
 
 
 class Source(_Open):
+    omit_unset = frozenset({"case_id", "diagnosis", "image_id"})
     id: str
-    kind: str
+    kind: Literal["guideline", "case", "image_case"]
     score: float
     content_hash: str
     chunk_id: int
     document_id: int
     title: str
     text: str
+    case_id: int | None = Field(None, description="Cases only: the store's case id.")
+    diagnosis: list[str] | None = Field(None, description="Cases only: the case's labels.")
+    image_id: int | None = Field(None, description="Cases found by image similarity: the similar image.")
 
 
 class Provenance(_Open):
-    knowledge_version: int | None
+    omit_unset = frozenset({"encoder_version", "candidates"})
+    knowledge_version: int
     index_build: str
     base_model: str
     base_model_sha256: str
     adapter_version: str | None
+    encoder_version: str | None = Field(None, description="The image encoder of any image evidence.")
     prompt_version: str
     calibration_id: int | None
-    mode: str
+    mode: Literal["rag", "no-rag"]
+    candidates: int | None = Field(None, description="Candidate diagnoses scored (absent in older answers).")
     created_at: str
 
 
@@ -275,6 +301,29 @@ class AliasChange(BaseModel):
 class UpdateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(None, max_length=500, description="Recorded in the audit log with the job id.")
+
+
+# ----- API keys -------------------------------------------------------------------------------------------
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    role: Literal["reader", "clinician", "curator", "trainer", "auditor", "admin"]
+
+
+class KeyInfo(BaseModel):
+    name: str
+    role: str
+    created_at: str
+    created_by: str
+    revoked_at: str | None
+
+
+class NewKey(BaseModel):
+    name: str
+    role: str
+    key: str = Field(description="Shown once; only its hash is stored.")
 
 
 # ----- audit and operations ---------------------------------------------------------------------------

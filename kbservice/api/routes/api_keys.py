@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
 
 from kbservice import keys
 from kbservice.api.pagination import MAX_LIMIT
 from kbservice.api.routes.common import CanAdminister, ServicesDep, page_of, problems
-from kbservice.api.schemas import Page
+from kbservice.api.schemas import KeyIn, KeyInfo, NewKey, Page
 
 router = APIRouter(tags=["keys"])
-
-
-class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    role: Literal["reader", "clinician", "curator", "trainer", "auditor", "admin"]
-
-
-class KeyInfo(BaseModel):
-    name: str
-    role: str
-    created_at: str
-    created_by: str
-    revoked_at: str | None
-
-
-class NewKey(BaseModel):
-    name: str
-    role: str
-    key: str = Field(description="Shown once; only its hash is stored.")
 
 
 @router.post("/keys", status_code=201, response_model=NewKey, responses=problems(409))
