@@ -164,3 +164,19 @@ def imaging_services(tmp_path: Path, database_url: str, tiny_lm_dir: Path) -> It
     built = imaging_services_for(tmp_path / "data", database_url, tiny_lm_dir)
     yield built
     built.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised one-layer ViT with its image processor: the mechanics, not the vision."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    ViTModel(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

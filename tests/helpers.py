@@ -78,3 +78,12 @@ def tiny_llama(vocab_size: int):  # type: ignore[no-untyped-def]
         max_position_embeddings=512,
     )
     return LlamaForCausalLM(config).eval()
+
+
+# The promotion gate with its margins opened wide, so that only the poisoning guard could still reject: for
+# tests about what happens after a promotion (aliases, rollback, serving, the next cycle). On the tiny random
+# model a candidate's scores are noise, and with the real margins it would pass or fail by chance. The gate
+# itself is tested in tests/learn/test_gate.py, and on real data in tests/learn/test_update_cycle.py.
+WIDE_GATE = {"f1_margin": 1.0, "class_margin": 1.0, "ece_margin": 1.0}
+WIDE_GATE_ENV = {f"KB_LEARN__{name.upper()}": str(value) for name, value in WIDE_GATE.items()}
+WIDE_IMAGE_GATE = {"encoder_f1_margin": 1.0, "encoder_accuracy_margin": 1.0}

@@ -20,7 +20,8 @@ from kbservice.config import IndexSettings
 from kbservice.db.image_store import ImageStore
 from kbservice.imaging.protocols import ImageEncoder
 from kbservice.imaging.registry import EncoderRegistry
-from kbservice.index.faiss_index import FaissVectorIndex
+from kbservice.index.faiss_index import build_index, read_index
+from kbservice.index.protocols import VectorIndex
 from kbservice.progress import Advance
 
 
@@ -34,7 +35,7 @@ class ImageHit:
 @dataclass
 class _Built:
     encoder: ImageEncoder
-    index: FaissVectorIndex
+    index: VectorIndex
     # FAISS may not be searched while vectors are added; each index has its own lock, so building a new
     # encoder's index never blocks searches of the one that is answering.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -91,10 +92,10 @@ class ImageSimilarity:
         path = self.path(version)
         settings = IndexSettings(kind="flat")
         if path.exists():
-            index = FaissVectorIndex.read(path, kind="flat", settings=settings)
+            index = read_index(path, kind="flat", settings=settings)
             if index.dimension == encoder.dim:
                 return _Built(encoder, index)
-        index = FaissVectorIndex.build(dimension=encoder.dim, kind="flat", settings=settings)
+        index = build_index(dimension=encoder.dim, kind="flat", settings=settings)
         built = _Built(encoder, index)
         self._embed_new(built, progress=progress)
         return built

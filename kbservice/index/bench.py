@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kbservice.config import IndexSettings
-from kbservice.index.faiss_index import FaissVectorIndex
+from kbservice.index.faiss_index import build_index
 
 DIMENSION = 384  # the packaged embedder's
 SWEEPS = {"pq": (16, 32, 64, 128), "hnsw": (128, 256, 512, 1024)}  # pq_k_factor / efSearch
@@ -43,7 +43,7 @@ def run_search_benchmark(
     kinds: tuple[str, ...] = ("pq",),
     seed: int = 7,
 ) -> dict[str, Any]:
-    """Builds each index kind over `n_vectors` random unit vectors with the service's own FaissVectorIndex and
+    """Builds each index kind over `n_vectors` random unit vectors with the service's own VectorIndex and
     times single-query k=10 searches against exact ground truth."""
     rng = np.random.default_rng(seed)
     vectors = _unit_rows(rng, n_vectors, DIMENSION)
@@ -66,7 +66,7 @@ def run_search_benchmark(
     )
     for kind in kinds:
         started = time.perf_counter()
-        index = FaissVectorIndex.build(dimension=DIMENSION, kind=kind, settings=settings, ids=ids, vectors=vectors)
+        index = build_index(dimension=DIMENSION, kind=kind, settings=settings, ids=ids, vectors=vectors)
         build_s = round(time.perf_counter() - started, 1)
         console.print(f"built {kind} in {build_s}s (peak RSS so far {_peak_rss_mb()} MB)")
         for value in SWEEPS.get(kind, (0,)):

@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 
 from kbservice.config import IndexSettings
+from kbservice.index.protocols import VectorIndex
 
 PQ_MIN_VECTORS = 10_000  # PQ needs data to train its codebooks; smaller indexes stay exact
 _PQ_TRAIN_SAMPLE = 100_000
@@ -118,3 +119,20 @@ class FaissVectorIndex:
 
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+
+def build_index(
+    *,
+    dimension: int,
+    kind: str,
+    settings: IndexSettings,
+    ids: np.ndarray | None = None,
+    vectors: np.ndarray | None = None,
+) -> VectorIndex:
+    """A new index of `kind` ("flat", "hnsw" or "pq"), holding `vectors` under `ids` if given."""
+    return FaissVectorIndex.build(dimension=dimension, kind=kind, settings=settings, ids=ids, vectors=vectors)
+
+
+def read_index(path: Path, *, kind: str, settings: IndexSettings) -> VectorIndex:
+    """An index written by `VectorIndex.write`."""
+    return FaissVectorIndex.read(path, kind=kind, settings=settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -23,12 +24,16 @@ class Embedder(Protocol):
 
 
 class VectorIndex(Protocol):
-    """Inner-product search over vectors keyed by int64 ids."""
+    """Inner-product search over vectors keyed by int64 ids. `kind` names how it searches (exact, graph,
+    quantised); built and read by index.faiss_index.build_index / read_index."""
 
     kind: str
 
     @property
     def size(self) -> int: ...
+
+    @property
+    def dimension(self) -> int: ...
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
@@ -37,3 +42,5 @@ class VectorIndex(Protocol):
     ) -> list[tuple[int, float]]: ...
 
     def ids(self) -> np.ndarray: ...
+
+    def write(self, path: Path) -> None: ...

@@ -16,7 +16,8 @@ import numpy as np
 from kbservice.config import IndexSettings
 from kbservice.db.store import KnowledgeStore
 from kbservice.errors import IndexMismatchError
-from kbservice.index.faiss_index import PQ_MIN_VECTORS, FaissVectorIndex
+from kbservice.index.faiss_index import PQ_MIN_VECTORS, build_index
+from kbservice.index.protocols import VectorIndex
 from kbservice.index.snapshot import Manifest, load_snapshot, write_snapshot
 from kbservice.types import IndexHealth
 
@@ -40,7 +41,7 @@ class IndexReplica:
         self.directory = directory
         self.applied_seq = 0
         self.manifest: Manifest | None = None
-        self._index: FaissVectorIndex | None = None
+        self._index: VectorIndex | None = None
         self._lock = threading.RLock()
         self._excluded_cache: dict[tuple[int, str | None, int], np.ndarray] = {}
 
@@ -66,12 +67,12 @@ class IndexReplica:
                 )
 
     @property
-    def index(self) -> FaissVectorIndex:
+    def index(self) -> VectorIndex:
         if self._index is None:
             raise RuntimeError("IndexReplica.open() was not called")
         return self._index
 
-    def _load_from_disk(self) -> tuple[FaissVectorIndex, Manifest | None]:
+    def _load_from_disk(self) -> tuple[VectorIndex, Manifest | None]:
         """The checked snapshot, or an empty index when none was written; IndexMismatchError otherwise."""
         self._check_stored_embedder()
         loaded = load_snapshot(
@@ -93,8 +94,8 @@ class IndexReplica:
             kind = "flat" if size < self.settings.exact_below else self.settings.approximate_kind
         return "flat" if kind == "pq" and size < PQ_MIN_VECTORS else kind
 
-    def _empty(self) -> FaissVectorIndex:
-        return FaissVectorIndex.build(dimension=self.dimension, kind=self._kind_for(0), settings=self.settings)
+    def _empty(self) -> VectorIndex:
+        return build_index(dimension=self.dimension, kind=self._kind_for(0), settings=self.settings)
 
     # ----- following the outbox ---------------------------------------------------------------------
 
@@ -118,7 +119,7 @@ class IndexReplica:
                     )
             return applied
 
-    def _build_from_sql(self, *, upto_seq: int, progress: Callable[[int], None] | None = None) -> FaissVectorIndex:
+    def _build_from_sql(self, *, upto_seq: int, progress: Callable[[int], None] | None = None) -> VectorIndex:
         all_ids, all_vectors = [], []
         for _, ids, vectors in self.store.outbox_after(0, upto_seq=upto_seq):
             all_ids.append(ids)
@@ -127,7 +128,7 @@ class IndexReplica:
                 progress(len(ids))
         ids = np.concatenate(all_ids) if all_ids else np.zeros(0, dtype=np.int64)
         vectors = np.concatenate(all_vectors) if all_vectors else np.zeros((0, self.dimension), dtype=np.float32)
-        return FaissVectorIndex.build(
+        return build_index(
             dimension=self.dimension, kind=self._kind_for(len(ids)), settings=self.settings, ids=ids, vectors=vectors
         )
 

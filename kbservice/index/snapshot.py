@@ -19,7 +19,8 @@ from pathlib import Path
 from kbservice.checksums import file_sha256
 from kbservice.config import IndexSettings
 from kbservice.errors import IndexMismatchError
-from kbservice.index.faiss_index import FaissVectorIndex
+from kbservice.index.faiss_index import read_index
+from kbservice.index.protocols import VectorIndex
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -65,7 +66,7 @@ def snapshot_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_snapshot(index: FaissVectorIndex, directory: Path, *, applied_seq: int, embedder_id: str) -> Manifest:
+def write_snapshot(index: VectorIndex, directory: Path, *, applied_seq: int, embedder_id: str) -> Manifest:
     """Writes `index` and a manifest atomically, then deletes index files no manifest names."""
     with snapshot_lock(directory):
         index_name = f"index-{applied_seq}-{uuid.uuid4().hex[:8]}.faiss"
@@ -114,7 +115,7 @@ def read_manifest(directory: Path) -> Manifest | None:
 
 def load_snapshot(
     directory: Path, *, embedder_id: str, dimension: int, settings: IndexSettings
-) -> tuple[FaissVectorIndex, Manifest] | None:
+) -> tuple[VectorIndex, Manifest] | None:
     """The snapshot, checked against its checksum and the configured embedder; None when there is none."""
     manifest = read_manifest(directory)
     if manifest is None:
@@ -134,7 +135,7 @@ def load_snapshot(
             f"{manifest.sha256[:12]}); {_REBUILD_HINT}"
         )
     try:
-        index = FaissVectorIndex.read(index_path, kind=manifest.kind, settings=settings)
+        index = read_index(index_path, kind=manifest.kind, settings=settings)
     except RuntimeError as exc:
         raise IndexMismatchError(f"index file {index_path} cannot be read ({exc}); {_REBUILD_HINT}") from exc
     if index.size != manifest.vectors:

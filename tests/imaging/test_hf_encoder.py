@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from kbservice.learn.update import run_update_cycle
 from kbservice.recommend.answer import recommend
@@ -13,22 +12,6 @@ from kbservice.recommend.request import RecommendationRequest
 from kbservice.types import RequestImage
 from tests.imaging.cases import imaging_services_for, ingest_image_cases
 from tests.imaging.images import two_class_images
-
-
-@pytest.fixture(scope="module")
-def tiny_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised one-layer ViT with its image processor: the mechanics, not the vision."""
-    import torch
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-    )
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
 
 
 def test_a_configured_vision_model_is_registered_and_used(

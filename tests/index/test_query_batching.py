@@ -10,6 +10,7 @@ import pytest
 
 from kbservice.index.embedder import SentenceTransformerEmbedder
 from kbservice.index.query_batching import BatchingEmbedder
+from tests.index.test_embedder_contract import EmbedderContract
 
 
 class CountingEmbedder:
@@ -32,7 +33,7 @@ class CountingEmbedder:
         self.calls.append(len(texts))
         if self.fail:
             raise RuntimeError("encoder failed")
-        return self.inner.encode(texts)
+        return self.inner.encode(texts, progress=progress)
 
 
 @pytest.fixture
@@ -81,3 +82,13 @@ def test_batches_pass_through(counting: CountingEmbedder) -> None:
     counting.gate.set()
     vectors = BatchingEmbedder(counting).encode(["a", "b", "c"])
     assert vectors.shape == (3, counting.dimension) and counting.calls == [3]
+
+
+class TestCountingEmbedderKeepsTheContract(EmbedderContract):
+    """The spy the tests above use is an Embedder too: it must behave as one."""
+
+    @pytest.fixture
+    def embedder(self, tiny_embedder_dir: Path) -> CountingEmbedder:
+        spy = CountingEmbedder(SentenceTransformerEmbedder(tiny_embedder_dir))
+        spy.gate.set()
+        return spy

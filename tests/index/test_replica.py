@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from kbservice.config import IndexSettings
 from kbservice.errors import IndexMismatchError
-from kbservice.index.faiss_index import FaissVectorIndex
 from kbservice.services import Services, build_services
 from tests.conftest import DEMO_GUIDELINES
 from tests.helpers import guideline, ingest
@@ -123,23 +121,6 @@ def test_auto_kind_switches_to_hnsw_above_threshold(services: Services, tmp_path
     assert manifest(services)["kind"] == "hnsw"
     hits = services.retriever.search("CURB-65 severity score", k=3, mode="dense").hits
     assert "CURB-65" in hits[0].text
-
-
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "pq"])
-def test_faiss_index_kinds_find_neighbours_and_honour_exclusions(kind: str) -> None:
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((12_000, 32)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = np.arange(1000, 13_000)
-    settings = IndexSettings(hnsw_ef_search=256)
-    index = FaissVectorIndex.build(dimension=32, kind=kind, settings=settings, ids=ids, vectors=vectors)
-    top = index.search(vectors[7], k=3)
-    assert top[0][0] == 1007 and top[0][1] == pytest.approx(1.0, abs=1e-4)
-    excluded = index.search(vectors[7], k=3, exclude_ids=np.array([1007, 1008]))
-    assert all(i not in (1007, 1008) for i, _ in excluded) and len(excluded) == 3
-    # Excluding almost everything still returns the survivors (the pq kind widens its search).
-    survivors = index.search(vectors[7], k=5, exclude_ids=ids[:-3])
-    assert sorted(i for i, _ in survivors) == ids[-3:].tolist()
 
 
 def test_pq_kind_stays_exact_until_it_has_data_to_train(services: Services) -> None:

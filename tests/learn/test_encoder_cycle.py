@@ -12,7 +12,7 @@ from kbservice.learn.encoder_cycle import gate_reasons
 from kbservice.learn.update import run_update_cycle
 from kbservice.services import Services
 from kbservice.types import RequestImage
-from tests.helpers import cases_jsonl, ingest_case_file
+from tests.helpers import WIDE_IMAGE_GATE, cases_jsonl, ingest_case_file
 from tests.imaging.cases import LABELS, ingest_image_cases
 from tests.imaging.images import two_class_images, write_png
 
@@ -42,12 +42,15 @@ def test_encoder_is_trained_judged_promoted_and_indexed(imaging_services: Servic
     # Nothing new: skipped. New cases: a second candidate, judged against e1 on the same kind of cases.
     assert run_update_cycle(services, triggered_by="test", stages=("encoder",)).status == "skipped"
     ingest_image_cases(services, tmp_path, 30, prefix="j", seed=1)
+    # Judged against e1 (its metrics are in the report); the gate's margins are opened so that e2's verdict
+    # does not hang on a few noisy held-out images: this test is about what a promotion moves.
+    services.settings.imaging = services.settings.imaging.model_copy(update=WIDE_IMAGE_GATE)
     second = run_update_cycle(services, triggered_by="test", stages=("encoder",)).encoder
     assert second["version"] == "e2" and second["metrics"]["champion"] is not None
-    if second["status"] == "promoted":
-        assert services.encoder_store.aliases() == {"champion": "e2", "previous": "e1"}
-        old, new = services.encoder_store.rollback(audit=services.audit, actor="test", reason="check")
-        assert (old, new) == ("e2", "e1") and services.encoders.champion_version() == "e1"
+    assert second["status"] == "promoted", second["gate"]
+    assert services.encoder_store.aliases() == {"champion": "e2", "previous": "e1"}
+    old, new = services.encoder_store.rollback(audit=services.audit, actor="test", reason="check")
+    assert (old, new) == ("e2", "e1") and services.encoders.champion_version() == "e1"
     kinds = [e.kind for e in services.audit.store.latest(kinds=["encoder.promoted", "encoder.promote"], limit=10)]
     assert "encoder.promoted" in kinds and "encoder.promote" in kinds
 

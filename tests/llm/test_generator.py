@@ -1,4 +1,5 @@
-"""The transformers Generator on a tiny random Llama that uses SmolLM2's real tokenizer and chat template."""
+"""The transformers Generator's scores, exactly: on a tiny random Llama with SmolLM2's real tokenizer (the
+protocol's contract is test_generator_contract.py)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,6 @@ def tiny_generator(tmp_path_factory: pytest.TempPathFactory) -> TransformersGene
     tiny_llama(vocab_size=len(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return TransformersGenerator(BaseModel(path=Path(folder), name="tiny-smollm", sha256="0" * 64))
-
-
-def test_generation_is_deterministic_and_streams_the_same_text(tiny_generator: TransformersGenerator) -> None:
-    prompt = tiny_generator.chat_prompt("Suggest a treatment for community-acquired pneumonia.")
-    assert "pneumonia" in prompt and prompt.rstrip().endswith("assistant")
-    first = tiny_generator.generate(prompt, max_new_tokens=12)
-    assert first == tiny_generator.generate(prompt, max_new_tokens=12)
-    assert "".join(tiny_generator.stream(prompt, max_new_tokens=12)) == first
 
 
 def test_candidate_scores_match_one_forward_each(tiny_generator: TransformersGenerator) -> None:

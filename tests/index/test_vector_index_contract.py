@@ -1,0 +1,96 @@
+"""The VectorIndex contract: what the replica and the image index rely on, run by every implementation.
+
+Each FAISS kind is its own implementation of the contract (exact, graph, quantised with exact re-ranking).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kbservice.config import IndexSettings
+from kbservice.index.faiss_index import PQ_MIN_VECTORS, build_index, read_index
+from kbservice.index.protocols import VectorIndex
+
+DIMENSION = 32
+
+
+def _unit_rows(count: int, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, DIMENSION)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+class VectorIndexContract:
+    """Subclasses name the kind and how many vectors it needs to be built."""
+
+    kind: str
+    count = 2_000
+    settings = IndexSettings(hnsw_ef_search=256)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def data(cls) -> tuple[np.ndarray, np.ndarray]:
+        return np.arange(1000, 1000 + cls.count, dtype=np.int64), _unit_rows(cls.count)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def index(cls, data: tuple[np.ndarray, np.ndarray]) -> VectorIndex:
+        ids, vectors = data
+        return build_index(dimension=DIMENSION, kind=cls.kind, settings=cls.settings, ids=ids, vectors=vectors)
+
+    def test_holds_every_id_once(self, index: VectorIndex, data: tuple[np.ndarray, np.ndarray]) -> None:
+        assert index.kind == self.kind and index.dimension == DIMENSION
+        assert index.size == self.count and sorted(index.ids().tolist()) == data[0].tolist()
+
+    def test_finds_a_stored_vector_first_with_its_cosine(self, index: VectorIndex, data) -> None:  # type: ignore[no-untyped-def]
+        ids, vectors = data
+        for row in (0, 7, self.count - 1):
+            top = index.search(vectors[row], k=3)
+            assert len(top) == 3 and top[0][0] == ids[row] and top[0][1] == pytest.approx(1.0, abs=1e-4)
+            assert [score for _, score in top] == sorted((score for _, score in top), reverse=True)
+
+    def test_never_returns_excluded_ids_and_finds_the_survivors(self, index: VectorIndex, data) -> None:  # type: ignore[no-untyped-def]
+        ids, vectors = data
+        excluded = index.search(vectors[7], k=3, exclude_ids=ids[7:9])
+        assert len(excluded) == 3 and not {i for i, _ in excluded} & set(ids[7:9].tolist())
+        survivors = index.search(vectors[7], k=5, exclude_ids=ids[:-3])  # almost everything excluded
+        assert sorted(i for i, _ in survivors) == ids[-3:].tolist()
+
+    def test_asks_for_more_than_it_holds(self, index: VectorIndex, data) -> None:  # type: ignore[no-untyped-def]
+        ids, vectors = data
+        assert len(index.search(vectors[0], k=5, exclude_ids=ids[:-2])) == 2
+        assert index.search(vectors[0], k=0) == []
+
+    def test_written_and_read_back_answers_the_same(self, index: VectorIndex, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        _, vectors = data
+        index.write(tmp_path / "index.faiss")
+        again = read_index(tmp_path / "index.faiss", kind=self.kind, settings=self.settings)
+        assert again.size == index.size and again.search(vectors[3], k=5) == index.search(vectors[3], k=5)
+
+    def test_adds_keep_earlier_vectors(self, data) -> None:  # type: ignore[no-untyped-def]
+        ids, vectors = data
+        index = build_index(dimension=DIMENSION, kind=self.kind, settings=self.settings, ids=ids, vectors=vectors)
+        more = _unit_rows(10, seed=9)
+        index.add(np.arange(90_000, 90_010, dtype=np.int64), more)
+        assert index.size == self.count + 10
+        assert index.search(more[4], k=1)[0][0] == 90_004 and index.search(vectors[5], k=1)[0][0] == ids[5]
+
+
+def test_an_empty_index_finds_nothing() -> None:
+    empty = build_index(dimension=DIMENSION, kind="flat", settings=IndexSettings())
+    assert empty.size == 0 and empty.search(_unit_rows(1)[0], k=3) == [] and len(empty.ids()) == 0
+
+
+class TestFlatIndex(VectorIndexContract):
+    kind = "flat"
+
+
+class TestHnswIndex(VectorIndexContract):
+    kind = "hnsw"
+
+
+class TestProductQuantisedIndex(VectorIndexContract):
+    kind = "pq"
+    count = PQ_MIN_VECTORS  # the fewest it can train its codebooks on
