@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from kbservice.config import LearnSettings
 from kbservice.learn.cycle_data import training_target
-from kbservice.learn.train import TrainingExample, bare_peft_loop
+from kbservice.learn.packing import TrainingExample, tokenize
+from kbservice.learn.train import TrainingResult, load_base, lora_model
 from kbservice.learn.update import run_update_cycle
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend.request import request_for_case
@@ -152,3 +158,31 @@ def run_swap_benchmark(
         if latencies
         else None,
     }
+
+
+def bare_peft_loop(model_path: Path, examples: Sequence[TrainingExample], *, settings: LearnSettings) -> TrainingResult:
+    """The benchmark's reference: a plain PEFT loop, one example per step (no padding), the model's own
+    loss over the target tokens (labels -100 on the prompt), same data, LoRA config and optimiser."""
+    torch.manual_seed(settings.seed)
+    tokenizer, base = load_base(model_path)
+    model = lora_model(base, settings, init_adapter=None)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
+    result = TrainingResult(
+        examples=len(examples), sequences=len(examples), steps=0, tokens=0, target_tokens=0, seconds=0.0
+    )
+    for prompt, target, _ in tokenize(tokenizer, examples, max_tokens=settings.pack_tokens):
+        ids = torch.tensor([prompt + target])
+        labels = torch.tensor([[-100] * len(prompt) + target])
+        started = time.perf_counter()
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        result.seconds += time.perf_counter() - started
+        result.steps += 1
+        result.tokens += ids.shape[1]
+        result.target_tokens += len(target)
+        result.losses.append(float(loss.item()))
+    return result

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from kbservice.config import LearnSettings
-from kbservice.learn.train import TrainingExample, load_base, pack, packed_sequence, tokenize, train_lora
+from kbservice.learn.packing import TrainingExample, pack, packed_sequence, tokenize
+from kbservice.learn.train import load_base, train_lora
 
 
 def test_pack_fills_bins_without_overflow() -> None:

@@ -1,0 +1,66 @@
+"""Frozen dataclasses that cross room boundaries, by subject: the knowledge base, recommendations and the
+learning loop. Import them from here (`from kbservice.types import Hit`)."""
+
+from kbservice.types.knowledge import (
+    AuditEntry,
+    AuditVerification,
+    CaseRecord,
+    ChunkDraft,
+    DocumentInfo,
+    Hit,
+    IndexHealth,
+    IngestReport,
+    ParsedDocument,
+    PreparedDocument,
+    Section,
+    VersionDiff,
+    VersionInfo,
+)
+from kbservice.types.learning import (
+    AdapterDecision,
+    CaseSplit,
+    GateResult,
+    UpdateReport,
+)
+from kbservice.types.recommendation import (
+    DifferentialEntry,
+    ImagesUsed,
+    PlanSentence,
+    Provenance,
+    Recommendation,
+    ReplayResult,
+    RequestImage,
+    Source,
+    StoredRecommendation,
+    TreatmentPlan,
+)
+
+__all__ = [
+    "AdapterDecision",
+    "AuditEntry",
+    "AuditVerification",
+    "CaseRecord",
+    "CaseSplit",
+    "ChunkDraft",
+    "DifferentialEntry",
+    "DocumentInfo",
+    "GateResult",
+    "Hit",
+    "ImagesUsed",
+    "IndexHealth",
+    "IngestReport",
+    "ParsedDocument",
+    "PlanSentence",
+    "PreparedDocument",
+    "Provenance",
+    "Recommendation",
+    "ReplayResult",
+    "RequestImage",
+    "Section",
+    "Source",
+    "StoredRecommendation",
+    "TreatmentPlan",
+    "UpdateReport",
+    "VersionDiff",
+    "VersionInfo",
+]
