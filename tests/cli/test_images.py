@@ -7,25 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli.runner import Cli
 from tests.cli.snapshots import check_json_keys
-from tests.cli.test_knowledge import Cli
-from tests.imaging.cases import FAST_IMAGING, ingest_image_cases
+from tests.imaging.cases import ingest_image_cases
 from tests.imaging.images import two_class_images, write_dicom, write_png
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_lm_dir: Path, capsys) -> Cli:  # type: ignore[no-untyped-def]
-    from tests.conftest import REPO_ROOT
-
-    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KB_CONFIG", str(REPO_ROOT / "config" / "test.toml"))
-    monkeypatch.setenv("KB_LLM__MODEL_PATH", str(tiny_lm_dir))
-    monkeypatch.setenv("KB_LEARN__MIN_NEW_CASES", "5")
-    for key, value in FAST_IMAGING.items():
-        monkeypatch.setenv(f"KB_IMAGING__{key.upper()}", str(value))
-    run = Cli(capsys)
-    run("init")
-    return run
+def run(run_with_images: Cli) -> Cli:
+    return run_with_images
 
 
 def test_image_commands_end_to_end(run: Cli, tmp_path: Path) -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli.runner import Cli
 from tests.cli.snapshots import check_json_keys
-from tests.cli.test_knowledge import Cli
-from tests.conftest import REPO_ROOT, SHARED_DATA
-from tests.imaging.cases import FAST_IMAGING
+from tests.conftest import SHARED_DATA
 from tests.imaging.images import two_class_images, write_png
 
 MEDQUAD = SHARED_DATA / "medquad" / "medquad_answered.jsonl"
@@ -25,15 +24,13 @@ WHO_EML = SHARED_DATA / "who_eml_gnuhealth" / "who_eml_2017_gnuhealth.csv"
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_lm_dir: Path, capsys) -> Cli:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KB_CONFIG", str(REPO_ROOT / "config" / "test.toml"))
-    monkeypatch.setenv("KB_LLM__MODEL_PATH", str(tiny_lm_dir))
-    monkeypatch.setenv("KB_LEARN__MIN_NEW_CASES", "5")
-    for key, value in FAST_IMAGING.items():
-        monkeypatch.setenv(f"KB_IMAGING__{key.upper()}", str(value))
+def run(run_with_images: Cli) -> Cli:
+    return run_with_images
+
+
+@pytest.fixture(autouse=True)
+def quick_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KB_IMAGING__CNN_EPOCHS", "3")
-    return Cli(capsys)
 
 
 def test_models_show_and_search_benchmark(run: Cli) -> None:

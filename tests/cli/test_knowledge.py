@@ -3,46 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from kbservice import cli
+from tests.cli.runner import Cli
 from tests.cli.snapshots import check_json_keys
-from tests.conftest import DEMO_GUIDELINES, REPO_ROOT, write
+from tests.conftest import DEMO_GUIDELINES, write
 from tests.helpers import guideline
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str, expect: int = 0) -> tuple[str, str]:
-        self.capsys.readouterr()
-        sys.argv = ["kbservice", "--quiet", *args]
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = self.capsys.readouterr()
-        assert code == expect, f"exit {code} (expected {expect})\nstdout: {out}\nstderr: {err}"
-        return out, err
-
-    def json(self, *args: str, expect: int = 0):  # type: ignore[no-untyped-def]
-        out, _ = self(*args, "--json", expect=expect)
-        return json.loads(out)
-
-
-@pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, capsys) -> Cli:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KB_DATABASE_URL", database_url)
-    monkeypatch.setenv("KB_CONFIG", str(REPO_ROOT / "config" / "test.toml"))
-    run = Cli(capsys)
-    run("init")
-    return run
 
 
 def state_of(run: Cli) -> tuple:

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.runner import Cli
 from tests.cli.snapshots import check_json_keys
-from tests.cli.test_knowledge import Cli
-from tests.cli.test_recommend import run  # noqa: F401 - the fixture: CLI on the tiny Llama
 from tests.conftest import DEMO_CASES, DEMO_GUIDELINES
 from tests.helpers import WIDE_GATE_ENV, cases_jsonl
+
+
+@pytest.fixture
+def run(run_with_model: Cli) -> Cli:
+    return run_with_model
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +40,7 @@ def _more_cases(folder: Path) -> Path:
     return cases_jsonl(folder, "more.jsonl", *records)
 
 
-def test_update_adapters_recommend_and_report(run: Cli, tmp_path: Path) -> None:  # noqa: F811
+def test_update_adapters_recommend_and_report(run: Cli, tmp_path: Path) -> None:
     run("ingest", "guidelines", str(DEMO_GUIDELINES))
     run("ingest", "cases", str(DEMO_CASES), "--labeled-by", "dr-a")
     first = run.json("update", "run-once")
@@ -99,7 +103,7 @@ def test_update_adapters_recommend_and_report(run: Cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_eval_continual_reports_each_batch(run: Cli, tmp_path: Path) -> None:  # noqa: F811
+def test_eval_continual_reports_each_batch(run: Cli, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in DEMO_CASES.read_text().splitlines()]
     train = cases_jsonl(tmp_path, "train.jsonl", *[r for i, r in enumerate(rows) if i % 3])
     test = cases_jsonl(tmp_path, "test.jsonl", *[r for i, r in enumerate(rows) if not i % 3])
@@ -118,7 +122,7 @@ def test_eval_continual_reports_each_batch(run: Cli, tmp_path: Path) -> None:  #
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_training_and_swap_benchmarks(run: Cli) -> None:  # noqa: F811
+def test_training_and_swap_benchmarks(run: Cli) -> None:
     training = run.json("bench", "training", "--cases", str(DEMO_CASES), "--count", "24")
     cycle, bare = training["update_cycle"], training["bare_peft_loop"]
     assert cycle["training_tokens_per_s"] > 0 and bare["tokens_per_s"] > 0 and training["ratio"] > 0

@@ -7,22 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.runner import Cli
 from tests.cli.snapshots import check_json_keys
-from tests.cli.test_knowledge import Cli
 from tests.conftest import DEMO_CASES, DEMO_GUIDELINES, write
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, tiny_lm_dir: Path, capsys) -> Cli:  # type: ignore[no-untyped-def]
-    from tests.conftest import REPO_ROOT
-
-    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KB_DATABASE_URL", database_url)
-    monkeypatch.setenv("KB_CONFIG", str(REPO_ROOT / "config" / "test.toml"))
-    monkeypatch.setenv("KB_LLM__MODEL_PATH", str(tiny_lm_dir))
-    run = Cli(capsys)
-    run("init")
-    return run
+def run(run_with_model: Cli) -> Cli:
+    return run_with_model
 
 
 def test_cases_recommend_show_replay_and_verify(run: Cli, tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from kbservice.keys import hash_key
+from tests.cli.runner import Cli
 from tests.cli.snapshots import check_json_keys
-from tests.cli.test_knowledge import Cli, run  # noqa: F401 - the fixture: CLI on a fresh data dir
 
 
-def test_keys_create_list_revoke(run: Cli) -> None:  # noqa: F811
+def test_keys_create_list_revoke(run: Cli) -> None:
     created = run.json("keys", "create", "--role", "curator", "--name", "ward-7")
     assert created["name"] == "ward-7" and created["role"] == "curator" and created["key"].startswith("kb_")
     check_json_keys("keys create", created)
@@ -40,7 +40,7 @@ def test_keys_create_list_revoke(run: Cli) -> None:  # noqa: F811
         services.close()
 
 
-def test_serve_and_bench_api_explain_themselves(run: Cli) -> None:  # noqa: F811
+def test_serve_and_bench_api_explain_themselves(run: Cli) -> None:
     out, _ = run("serve", "--help")
     assert "--workers" in out and "/v1" in out
     out, _ = run("bench", "api", "--help")

@@ -51,7 +51,7 @@ def test_configured_directory_is_used_as_is(tmp_path: Path) -> None:
 
 
 def test_models_show_reports_the_configured_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    from tests.cli.test_knowledge import Cli
+    from tests.cli.runner import Cli
 
     test_configured_directory_is_used_as_is(tmp_path)
     monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "data"))
