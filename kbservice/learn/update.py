@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 from kbservice.errors import KBError
 from kbservice.learn.candidate import TrainedCandidate, judge_every_case, train_candidate
-from kbservice.learn.cycle_data import NewCases, case_images, image_fusion, plan_adapter_data, read_new_cases
+from kbservice.learn.cycle_data import (
+    AdapterPlan,
+    NewCases,
+    case_images,
+    image_fusion,
+    plan_adapter_data,
+    read_new_cases,
+)
 from kbservice.learn.gate import label_agreement
 from kbservice.learn.judging import Verdict, judge_candidate
 from kbservice.learn.lease_guard import HeldLease
@@ -178,23 +185,8 @@ def _adapter_stage(
             else None
         )
         report = replace(report, labels=labels_report, image_fusion=summary)
-        candidate = store.next_version()
-        base = services.generator
-        store.start(
-            version=candidate,
-            run_id=report.run_id,
-            parent=data.champion,
-            base_model=base.model_name,
-            base_model_sha256=base.model_sha256,
-            knowledge_version=data.version,
-            data_watermark=data.version,
-            train_case_ids=[c.case_id for c in plan.train],
-            heldout_case_ids=[c.case_id for c in plan.heldout],
-            replay_case_ids=[c.case_id for c in plan.replay],
-            frozen_case_ids=[c.case_id for c in plan.frozen],
-            hyperparameters=hyperparameters(settings) | {"prompt_version": PROMPT_VERSION},
-            triggered_by=report.triggered_by,
-            encoder_version=fusion.encoder_version if fusion else None,
+        candidate = _start_adapter_row(
+            services, report, data, plan, encoder_version=fusion.encoder_version if fusion else None
         )
     except BaseException as error:
         raise _StageFailed(report, error) from error
@@ -241,15 +233,39 @@ def _adapter_stage(
         if lease:
             lease.check()
         report = _finish_adapter(services, report, verdict, trained=trained)
-    except BaseException as error:
-        if report.adapter_status is not None:  # the adapter row is final; only the run row failed
-            raise _StageFailed(report, error) from error
+    except BaseException as error:  # the candidate's row is still "training": it fails, its files go
         services.registry.remove_files(candidate)
         store.finish(candidate, status="failed", audit=services.audit, actor=report.triggered_by, error=_failure(error))
         failure = KBError(f"update cycle failed while building adapter {candidate}: {error}")
         failure.__cause__ = error
         raise _StageFailed(report, failure) from error
     return replace(report, status=report.adapter_status, reason=report.decision.reason)  # type: ignore[union-attr]
+
+
+def _start_adapter_row(
+    services: Services, report: UpdateReport, data: NewCases, plan: AdapterPlan, *, encoder_version: str | None
+) -> str:
+    """Writes the candidate's row (status "training") with everything it will be trained and judged on;
+    returns its version."""
+    store, base = services.adapter_store, services.generator
+    candidate = store.next_version()
+    store.start(
+        version=candidate,
+        run_id=report.run_id,
+        parent=data.champion,
+        base_model=base.model_name,
+        base_model_sha256=base.model_sha256,
+        knowledge_version=data.version,
+        data_watermark=data.version,
+        train_case_ids=[c.case_id for c in plan.train],
+        heldout_case_ids=[c.case_id for c in plan.heldout],
+        replay_case_ids=[c.case_id for c in plan.replay],
+        frozen_case_ids=[c.case_id for c in plan.frozen],
+        hyperparameters=hyperparameters(services.settings.learn) | {"prompt_version": PROMPT_VERSION},
+        triggered_by=report.triggered_by,
+        encoder_version=encoder_version,
+    )
+    return candidate
 
 
 def _finish_adapter(

@@ -96,8 +96,13 @@ def test_a_failing_training_run_leaves_a_failed_row_no_files_and_the_champion(
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(candidate_module, "train_lora", crash)
-    with pytest.raises(KBError, match="failed while building adapter a1: out of memory"):
+    with pytest.raises(KBError, match="failed while building adapter a1: out of memory") as raised:
         run_update_cycle(services, triggered_by="test")
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    run = services.adapter_store.runs()[0]
+    # The failed run keeps the report as far as the cycle got: its split and the candidate it was building.
+    assert run["report"]["split"]["train"] > 0 and run["report"]["adapter_version"] == "a1"
+    assert run["report"]["status"] == "failed" and "out of memory" in run["reason"]
     row = services.adapter_store.get("a1")
     assert row["status"] == "failed" and "out of memory" in row["error"]
     assert not services.registry.path("a1").exists() and not services.registry.partial_path("a1").exists()
