@@ -1,20 +1,16 @@
 """The kbservice command line: a thin layer over the same functions the API calls.
 
-`app.py` holds the Typer apps, the global state and the output helpers; each command module registers
-its commands on those apps when imported here (the order below is the order `--help` lists them in).
+`app.py` holds the Typer apps, the global state and the output helpers; each command module registers its
+commands on those apps when it is imported, and `--help` lists commands in the order they registered, so
+the modules are imported here in that order (not alphabetically).
 """
 
-from kbservice.cli import (
-    audit,  # noqa: F401
-    bench,  # noqa: F401
-    cases,  # noqa: F401
-    evaluate,  # noqa: F401
-    images,  # noqa: F401
-    knowledge,  # noqa: F401  (first: init, search, versions, ...)
-    learn,  # noqa: F401
-    recommend,  # noqa: F401
-    serve,  # noqa: F401
-)
+import importlib
+
 from kbservice.cli.app import app, main, state
+
+COMMAND_MODULES = ("knowledge", "images", "cases", "recommend", "audit", "learn", "serve", "bench", "evaluate")
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"kbservice.cli.{_module}")
 
 __all__ = ["app", "main", "state"]

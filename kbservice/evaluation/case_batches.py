@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,3 +27,10 @@ def ingest_first_cases(services: Services, folder: Path, cases_file: Path, count
         raise KBError(f"{cases_file}: the benchmark reads an existing .jsonl case file")
     lines = [line for line in cases_file.read_text(encoding="utf-8").splitlines() if line.strip()][:count]
     ingest_case_lines(services, folder / "batch.jsonl", lines, author="bench", progress=progress)
+
+
+def ingest_timed(services: Services, path: Path, progress: Progress) -> tuple[float, int]:
+    """Ingests a case file; returns (seconds, cases added)."""
+    started = time.perf_counter()
+    report = ingest_cases(path, **services.ingest_targets(), author="bench", progress=progress)
+    return time.perf_counter() - started, len(report.added)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kbservice.classification import Decision, classification_metrics
-from kbservice.evaluation.pneumonia import ingest_timed
+from kbservice.evaluation.case_batches import ingest_timed
 from kbservice.imaging.prepare import request_pixels
 from kbservice.learn.cycle_data import case_images
 from kbservice.learn.update import run_update_cycle

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kbservice.classification import probability_metrics
+from kbservice.evaluation.case_batches import ingest_timed
 from kbservice.imaging.prepare import write_png
 from kbservice.imaging.readers import model_input
-from kbservice.ingest.cases import ingest_cases
 from kbservice.learn.update import run_update_cycle
 from kbservice.progress import NoProgress, Progress
 
@@ -25,13 +25,6 @@ if TYPE_CHECKING:
     from kbservice.services import Services
 
 PNEUMONIA_LABELS = ("Normal chest radiograph", "Pneumonia")
-
-
-def ingest_timed(services: Services, path: Path, progress: Progress) -> tuple[float, int]:
-    """Ingests a case file; returns (seconds, cases added)."""
-    started = time.perf_counter()
-    report = ingest_cases(path, **services.ingest_targets(), author="bench", progress=progress)
-    return time.perf_counter() - started, len(report.added)
 
 
 def pneumonia_benchmark(

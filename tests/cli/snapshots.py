@@ -19,7 +19,9 @@ UPDATING = os.environ.get("KB_UPDATE_SNAPSHOTS") == "1"
 def command_tree(group: Any, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
     """Every command of a Typer group by its path ("ingest cases"): its help text and each parameter as
     `--help` lists it (name, flags, type, default, whether required, help text)."""
-    found: dict[str, Any] = {}
+    found: dict[str, Any] = (
+        {"": {"help": group.help, "params": [], "commands": list(group.commands)}} if not prefix else {}
+    )
     for name in sorted(group.commands):
         command = group.commands[name]
         path = (*prefix, name)
@@ -27,7 +29,8 @@ def command_tree(group: Any, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
         found[" ".join(path)] = {
             "help": command.help,
             "params": [_param(p) for p in command.params],
-            "group": subcommands is not None,
+            # A group's commands in the order `--help` lists them.
+            "commands": list(subcommands) if subcommands is not None else None,
         }
         if subcommands is not None:
             found |= command_tree(command, path)
