@@ -7,7 +7,6 @@ import getpass
 import json
 import socket
 import sys
-from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -160,15 +159,6 @@ def check_mode(mode: str) -> str:
     if mode not in ("rag", "no-rag"):
         raise typer.BadParameter("mode must be rag or no-rag", param_hint="--mode")
     return mode
-
-
-@contextmanager
-def temporary() -> Iterator[tuple[Services, Path]]:
-    """Services on a fresh temporary data directory with the configured models (evaluations, benchmarks)."""
-    from kbservice.services import temporary_services
-
-    with temporary_services(state.settings) as (services, folder):
-        yield services, folder
 
 
 def print_recommendation(response: dict) -> None:

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbservice.cli.app import JsonFlag, bench_app, err, out, print_json, print_measures, progress, state, temporary
+from kbservice.cli.app import JsonFlag, bench_app, err, out, print_json, print_measures, progress, state
 from kbservice.errors import KBError
-from kbservice.services import build_services
+from kbservice.services import build_services, temporary_services
 
 
 @bench_app.command("ingest")
@@ -62,7 +62,10 @@ def bench_images(
     time, and image ingest throughput. Runs on a temporary data directory."""
     from kbservice.evaluation.pneumonia import pneumonia_benchmark
 
-    with temporary() as (services, _), tempfile.TemporaryDirectory(prefix="kbservice-images-") as work:
+    with (
+        temporary_services(state.settings) as (services, _),
+        tempfile.TemporaryDirectory(prefix="kbservice-images-") as work,
+    ):
         result = pneumonia_benchmark(services, data, Path(work), progress=progress())
     if as_json:
         print_json(result)
@@ -96,7 +99,7 @@ def bench_training(
     from kbservice.evaluation.case_batches import ingest_first_cases
     from kbservice.learn.bench import run_training_benchmark
 
-    with temporary() as (services, tmp):
+    with temporary_services(state.settings) as (services, tmp):
         ingest_first_cases(services, tmp, cases_file, count, progress=progress())
         result = run_training_benchmark(services, progress=progress())
     if as_json:
@@ -130,7 +133,7 @@ def bench_swap(
     from kbservice.learn.bench import run_swap_benchmark
     from kbservice.learn.update import run_update_cycle
 
-    with temporary() as (admin, tmp):
+    with temporary_services(state.settings) as (admin, tmp):
         ingest_first_cases(admin, tmp, cases_file, count, progress=progress())
         cycle = run_update_cycle(admin, triggered_by="bench-swap", progress=progress())
         if cycle.status != "promoted":

@@ -21,9 +21,9 @@ from kbservice.cli.app import (
     print_measures,
     progress,
     state,
-    temporary,
 )
 from kbservice.errors import KBError
+from kbservice.services import temporary_services
 
 
 @eval_app.command("retrieval")
@@ -85,7 +85,10 @@ def eval_image_fusion(
     accuracy on the test patients, and `recommend` latency with an image."""
     from kbservice.evaluation.image_fusion import fusion_benchmark
 
-    with temporary() as (services, _), tempfile.TemporaryDirectory(prefix="kbservice-fusion-") as work:
+    with (
+        temporary_services(state.settings) as (services, _),
+        tempfile.TemporaryDirectory(prefix="kbservice-fusion-") as work,
+    ):
         result = fusion_benchmark(
             services,
             data,
@@ -125,7 +128,7 @@ def eval_diagnosis(
     if train is None:
         result = evaluate_diagnosis(state.services, cases_file, mode=mode, calibrate_first=False, progress=progress())  # type: ignore[arg-type]
     else:
-        with temporary() as (services, _):
+        with temporary_services(state.settings) as (services, _):
             ingest_cases(
                 train,
                 **services.ingest_targets(),
@@ -190,7 +193,7 @@ def eval_treatment(
     ingested as the only knowledge (a fresh temporary store; the configured language model)."""
     from kbservice.evaluation.treatment import evaluate_treatment
 
-    with temporary() as (services, workdir):
+    with temporary_services(state.settings) as (services, workdir):
         result = evaluate_treatment(services, indications, workdir=workdir, limit=limit, progress=progress())
     if as_json:
         print_json(result)

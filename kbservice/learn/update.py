@@ -28,7 +28,6 @@ from kbservice.learn.cycle_data import (
 from kbservice.learn.gate import label_agreement
 from kbservice.learn.judging import Verdict, judge_candidate
 from kbservice.learn.lease_guard import HeldLease
-from kbservice.learn.split import split_new_cases
 from kbservice.learn.train import hyperparameters
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend.prompts import PROMPT_VERSION
@@ -102,9 +101,11 @@ def _run_stages(
     if report.knowledge_version is None:
         return replace(report, status="skipped", reason="the knowledge base is empty")
     data = read_new_cases(services, version=report.knowledge_version)
+    # One split of the new cases serves both stages (the encoder holds out the adapter's held-out cases).
+    plan = plan_adapter_data(data, settings=settings)
     report = replace(report, champion=data.champion, data_watermark=data.data_watermark, new_cases=len(data.new))
     if "encoder" in stages:
-        report = replace(report, encoder=_encoder_stage(services, report, data, lease=lease, progress=progress))
+        report = replace(report, encoder=_encoder_stage(services, report, data, plan, lease=lease, progress=progress))
     if "adapter" not in stages:
         stage = report.encoder or {}
         if stage["status"] == "skipped":
@@ -128,7 +129,7 @@ def _run_stages(
             f"no new cases since adapter {judged_already[-1]['version']} was trained on knowledge version "
             f"{data.version} and rejected; ingest more cases or retract the bad ones",
         )
-    return _adapter_stage(services, report, data, lease=lease, progress=progress)
+    return _adapter_stage(services, report, data, plan, lease=lease, progress=progress)
 
 
 def _skipped(report: UpdateReport, reason: str) -> UpdateReport:
@@ -139,19 +140,23 @@ def _skipped(report: UpdateReport, reason: str) -> UpdateReport:
 
 
 def _encoder_stage(
-    services: Services, report: UpdateReport, data: NewCases, *, lease: HeldLease | None, progress: Progress
+    services: Services,
+    report: UpdateReport,
+    data: NewCases,
+    plan: AdapterPlan,
+    *,
+    lease: HeldLease | None,
+    progress: Progress,
 ) -> dict:
     from kbservice.learn.encoder_cycle import run_encoder_stage
 
-    settings = services.settings.learn
-    _, adapter_heldout = split_new_cases(data.new, fraction=settings.heldout_fraction, seed=settings.seed)
     return run_encoder_stage(
         services,
         run_id=report.run_id,
         version=data.version,
         labelled=data.labelled,
         frozen_ids=data.frozen_ids,
-        shared_split=({c.case_id for c in data.new}, {c.case_id for c in adapter_heldout}),
+        shared_split=({c.case_id for c in data.new}, {c.case_id for c in plan.heldout}),
         triggered_by=report.triggered_by,
         progress=progress,
         check_lease=lease.check if lease else lambda: None,
@@ -159,12 +164,17 @@ def _encoder_stage(
 
 
 def _adapter_stage(
-    services: Services, report: UpdateReport, data: NewCases, *, lease: HeldLease | None, progress: Progress
+    services: Services,
+    report: UpdateReport,
+    data: NewCases,
+    plan: AdapterPlan,
+    *,
+    lease: HeldLease | None,
+    progress: Progress,
 ) -> UpdateReport:
     """Plan, retrieve, check labels, train, judge and record: the part of a cycle that builds an adapter.
     A failure is raised as _StageFailed carrying the report as far as it got (it is stored with the run)."""
     store, settings = services.adapter_store, services.settings.learn
-    plan = plan_adapter_data(data, settings=settings)
     report = replace(report, split=plan.split)
     try:
         started = time.perf_counter()

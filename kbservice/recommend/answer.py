@@ -76,17 +76,18 @@ def recommend(
     )
     stored_request = clean.to_json() | {"with_treatment": with_treatment, "retrieval": retrieval.to_json()}
     response = answer.to_json()
+    digest = response_hash(response)
     services.recommendations.save(
         recommendation_id=response["id"],
         created_at=response["provenance"]["created_at"],
         request=stored_request,
         response=response,
-        response_hash=response_hash(response),
+        response_hash=digest,
         audit=services.audit,
         actor=actor,
         audit_payload={
             "recommendation_id": response["id"],
-            "response_sha256": response_hash(response),
+            "response_sha256": digest,
             "provenance": response["provenance"],
             "sources": [
                 {"id": s["id"], "chunk_id": s["chunk_id"], "content_hash": s["content_hash"]}
