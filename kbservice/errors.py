@@ -90,3 +90,7 @@ class UnknownImageError(KBError):
 
 class UnknownEncoderError(KBError):
     pass
+
+
+class UnknownClassifierError(KBError):
+    pass

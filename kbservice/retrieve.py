@@ -114,7 +114,7 @@ class Retriever:
         dense: list[tuple[int, float]] = []
         lexical: list[tuple[int, float]] = []
         if mode in ("dense", "hybrid"):
-            vector = self._embed(query)
+            vector = self.query_vector(query)
             dense = self.replica.search(
                 vector,
                 k=depth,
@@ -127,10 +127,10 @@ class Retriever:
             lexical = [(cid, score) for cid, score in found if cid not in excluded][:depth]
         return dense, lexical
 
-    def _embed(self, query: str) -> np.ndarray:
-        """The query's vector; a recommendation searches guidelines and cases with one query, so the last
-        vector is kept (one entry: no growth, no staleness). Read once into a local: concurrent requests
-        replace the entry, and must each get their own query's vector."""
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's vector; a recommendation searches guidelines and cases and classifies the case with one
+        query text, so the last vector is kept (one entry: no growth, no staleness). Read once into a local:
+        concurrent requests replace the entry, and must each get their own query's vector."""
         last = self._last_query
         if last is None or last[0] != query:
             last = (query, self.embedder.encode([query])[0])

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbservice.audit import AuditLog
+from kbservice.classifier.registry import ClassifierRegistry
 from kbservice.config import Settings
 from kbservice.db import KnowledgeStore, make_engine, migrate
 from kbservice.db.adapter_store import AdapterStore
 from kbservice.db.audit_log import AuditLogStore
 from kbservice.db.case_store import CaseStore
+from kbservice.db.classifier_store import ClassifierStore
 from kbservice.db.encoder_store import EncoderStore
 from kbservice.db.image_store import ImageStore
 from kbservice.db.recommendation_store import RecommendationStore
@@ -25,7 +27,7 @@ from kbservice.index.query_batching import BatchingEmbedder
 from kbservice.index.replica import IndexReplica
 from kbservice.learn.registry import AdapterRegistry
 from kbservice.llm.protocols import Generator
-from kbservice.recommend.pipeline import Recommender
+from kbservice.recommend.pipeline import Recommender, ServingClassifier
 from kbservice.retrieve import Retriever
 
 if TYPE_CHECKING:  # types only: SQLAlchemy stays inside db/
@@ -142,6 +144,18 @@ class Services:
         if version not in self._loaded_adapters:
             self.generator.load_adapter(version, self.registry.verified_path(version))
             self._loaded_adapters.add(version)
+
+    @cached_property
+    def classifier_store(self) -> ClassifierStore:
+        return ClassifierStore(self.engine)
+
+    @cached_property
+    def classifiers(self) -> ClassifierRegistry:
+        return ClassifierRegistry(store=self.classifier_store, embedder_id=lambda: self.embedder.embedder_id)
+
+    def serving_classifier(self, version: str | None) -> ServingClassifier | None:
+        """The stored classifier `version` ready to score (None: none)."""
+        return ServingClassifier(version=version, model=self.classifiers.load(version)) if version else None
 
     @cached_property
     def image_store(self) -> ImageStore:

@@ -221,7 +221,7 @@ class Source(_Open):
 
 
 class Provenance(_Open):
-    omit_unset = frozenset({"encoder_version", "candidates"})
+    omit_unset = frozenset({"encoder_version", "candidates", "classifier_version"})
     knowledge_version: int
     index_build: str
     base_model: str
@@ -233,6 +233,9 @@ class Provenance(_Open):
     mode: Literal["rag", "no-rag"]
     candidates: int | None = Field(None, description="Candidate diagnoses scored (absent in older answers).")
     created_at: str
+    classifier_version: str | None = Field(
+        None, description="The case classifier whose scores entered the fusion (absent in older answers)."
+    )
 
 
 class ImagesUsed(_Open):

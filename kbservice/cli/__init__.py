@@ -9,7 +9,18 @@ import importlib
 
 from kbservice.cli.app import app, main, state
 
-COMMAND_MODULES = ("knowledge", "images", "cases", "recommend", "audit", "learn", "serve", "bench", "evaluate")
+COMMAND_MODULES = (
+    "knowledge",
+    "images",
+    "cases",
+    "recommend",
+    "audit",
+    "learn",
+    "classifiers",
+    "serve",
+    "bench",
+    "evaluate",
+)
 for _module in COMMAND_MODULES:
     importlib.import_module(f"kbservice.cli.{_module}")
 

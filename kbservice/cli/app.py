@@ -51,6 +51,10 @@ images_app = typer.Typer(help="Stored case images: metadata and similar prior im
 encoders_app = typer.Typer(
     help="Image encoder versions (trained by the update cycle), like adapter versions.", no_args_is_help=True
 )
+classifiers_app = typer.Typer(
+    help="Case classifier versions (trained by the update cycle; one evidence group of the fusion).",
+    no_args_is_help=True,
+)
 keys_app = typer.Typer(
     help="API keys for `kbservice serve`: create (shown once, stored hashed), list, revoke.", no_args_is_help=True
 )
@@ -65,6 +69,7 @@ for sub_app, name in (
     (encoders_app, "encoders"),
     (update_app, "update"),
     (adapters_app, "adapters"),
+    (classifiers_app, "classifiers"),
     (keys_app, "keys"),
 ):
     app.add_typer(sub_app, name=name)

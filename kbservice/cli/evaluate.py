@@ -108,45 +108,143 @@ def eval_image_fusion(
     print_measures({k: v for k, v in result.items() if k != "conditions"})
 
 
+DATASETS = ("symptom2disease", "ddxplus")
+
+
 @eval_app.command("diagnosis")
 def eval_diagnosis(
-    cases_file: Annotated[Path, typer.Option("--cases", help="Test cases (.jsonl/.csv in case format).")],
+    cases_file: Annotated[Path | None, typer.Option("--cases", help="Test cases (.jsonl/.csv in case format).")] = None,
     train: Annotated[
         Path | None, typer.Option("--train", help="Training cases: build a fresh knowledge base from them (temporary).")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="A named data set instead of --cases/--train: symptom2disease (stratified split) or ddxplus "
+            "(split by patient, with gold differentials), read from --data.",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="The data set's folder (default: ../shared/data/<dataset>)."),
+    ] = None,
+    test_share: Annotated[
+        float, typer.Option("--test-share", min=0.05, max=0.95, help="Named data sets: test share.")
+    ] = 0.3,
+    seed: Annotated[int, typer.Option("--seed", help="Named data sets: the split's seed.")] = 0,
+    test_sample: Annotated[
+        int | None,
+        typer.Option("--test-sample", min=1, help="Score only this many test cases (a seeded sample; baselines too)."),
     ] = None,
     mode: ModeOption = "rag",
     as_json: JsonFlag = False,
 ) -> None:
-    """Accuracy, macro-F1, per-class recall, ECE, abstention rate and latency of the top diagnosis. With --train
-    the cases go into a fresh temporary store, calibrated on held-out training cases; else the current store."""
+    """Accuracy, macro-F1, per-class recall, ECE, top-5 recall, risk-coverage and latency of kbservice's
+    diagnosis beside baselines fitted on the same training cases (always the commonest class, TF-IDF +
+    logistic regression, embedding + logistic regression, k-nearest-neighbour vote), and whether kbservice
+    beats them. With --train (or --dataset) the training cases go into a fresh temporary store, the case
+    classifier is trained there by the update cycle's classifier stage, and the fusion is calibrated on
+    held-out training cases; else the current store is evaluated as it serves."""
     from kbservice.evaluation.diagnosis import evaluate_diagnosis
     from kbservice.ingest.cases import ingest_cases
 
     mode = check_mode(mode)
-    if not cases_file.exists():
-        raise KBError(f"{cases_file} does not exist")
-    if train is None:
-        result = evaluate_diagnosis(state.services, cases_file, mode=mode, calibrate_first=False, progress=progress())  # type: ignore[arg-type]
-    else:
-        with temporary_services(state.settings) as (services, _):
-            ingest_cases(
-                train,
-                **services.ingest_targets(),
-                author="eval",
+    with tempfile.TemporaryDirectory(prefix="kbservice-eval-") as work:
+        gold = None
+        if dataset is not None:
+            if cases_file is not None or train is not None:
+                raise typer.BadParameter("give either --dataset or --cases/--train", param_hint="--dataset")
+            cases_file, train, gold = _named_split(dataset, data, Path(work), test_share=test_share, seed=seed)
+        if cases_file is None:
+            raise typer.BadParameter("give --cases (with or without --train) or --dataset", param_hint="--cases")
+        if not cases_file.exists():
+            raise KBError(f"{cases_file} does not exist")
+        if test_sample is not None:
+            cases_file = _sample_lines(cases_file, Path(work) / "test_sample.jsonl", count=test_sample, seed=seed)
+        if train is None:
+            result = evaluate_diagnosis(
+                state.services,
+                cases_file,
+                mode=mode,
+                calibrate_first=False,
+                gold_differentials=gold,
                 progress=progress(),
-            )
-            result = evaluate_diagnosis(services, cases_file, mode=mode, calibrate_first=True, progress=progress())  # type: ignore[arg-type]
+            )  # type: ignore[arg-type]
+        else:
+            with temporary_services(state.settings) as (services, _):
+                ingest_cases(train, **services.ingest_targets(), author="eval", progress=progress())
+                result = evaluate_diagnosis(
+                    services,
+                    cases_file,
+                    mode=mode,  # type: ignore[arg-type]
+                    calibrate_first=True,
+                    train_file=train,
+                    gold_differentials=gold,
+                    progress=progress(),
+                )
+    if dataset is not None:
+        result = {"dataset": dataset, "seed": seed, "test_share": test_share} | result
     if as_json:
         print_json(result)
         return
-    latency = result["latency_s"]
-    out.print(
-        f"{result['mode']}: {result['cases']} cases, {result['candidates']} candidates: accuracy "
-        f"{result['accuracy']}, macro-F1 {result['macro_f1']}, ECE {result['ece']}, abstained "
-        f"{result['abstention_rate']}, latency mean {latency['mean']}s p50 {latency['p50']}s p95 {latency['p95']}s"
+    _print_diagnosis(result)
+
+
+def _named_split(
+    dataset: str, data: Path | None, work: Path, *, test_share: float, seed: int
+) -> tuple[Path, Path, dict | None]:
+    """(test file, train file, gold differentials or None) of a named data set, written under `work`."""
+    import json
+
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"choose one of {', '.join(DATASETS)}", param_hint="--dataset")
+    folder = data or Path("../shared/data") / dataset
+    if dataset == "ddxplus":
+        from kbservice.evaluation.ddxplus import write_ddxplus_split
+
+        write_ddxplus_split(folder, out_dir=work, test_share=test_share, seed=seed)
+        gold = json.loads((work / "test_differentials.json").read_text(encoding="utf-8"))
+        return work / "test.jsonl", work / "train.jsonl", gold
+    from kbservice.evaluation.splits import split_labelled_csv
+
+    split_labelled_csv(
+        folder / "symptom2disease.csv",
+        out_dir=work,
+        label_column="label",
+        text_column="text",
+        id_column=None,
+        test_share=test_share,
+        seed=seed,
     )
-    for name, scores in result.get("ablation", {}).items():
-        out.print(f"  {name:<36} accuracy {scores['accuracy']}  NLL {scores['nll']}  ECE {scores['ece']}")
+    return work / "test.jsonl", work / "train.jsonl", None
+
+
+def _sample_lines(path: Path, out: Path, *, count: int, seed: int) -> Path:
+    """A seeded sample of `count` rows of a JSONL case file (all of them when it has fewer)."""
+    import random
+
+    if path.suffix != ".jsonl":
+        raise typer.BadParameter("--test-sample needs a .jsonl test file", param_hint="--test-sample")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    chosen = sorted(random.Random(seed).sample(range(len(lines)), min(count, len(lines))))
+    out.write_text("\n".join(lines[i] for i in chosen) + "\n", encoding="utf-8")
+    return out
+
+
+def _print_diagnosis(result: dict) -> None:
+    columns = ("accuracy", "macro_f1", "ece", "top5_recall", "gold_mass_in_top5")
+    table = Table("", "accuracy", "macro-F1", "ECE", "top-5 recall", "gold mass in top 5")
+    rows = [("kbservice", result)]
+    rows += [(f"  {name}", metrics) for name, metrics in result.get("ablation", {}).items() if name != "fused"]
+    rows += [(f"baseline: {name}", metrics) for name, metrics in result["baselines"].items()]
+    for name, metrics in rows:
+        table.add_row(name, *(f"{metrics[c]:.4f}" if metrics.get(c) is not None else "-" for c in columns))
+    out.print(table)
+    coverage = ", ".join(f"{k.removeprefix('accuracy_at_')}: {v:.4f}" for k, v in result["risk_coverage"].items())
+    out.print(f"kbservice accuracy by coverage: {coverage}")
+    out.print(f"abstained on {result['abstention_rate']:.1%}; latency p50 {result['latency_s']['p50']:.3f} s")
+    out.print(result["verdict"]["text"])
 
 
 @eval_app.command("split")

@@ -57,6 +57,25 @@ def _print_run(report: dict[str, Any]) -> None:
         )
     elif encoder:
         out.print(f"  encoder: {encoder['reason']}")
+    classifier = report.get("classifier") or {}
+    if classifier.get("status") in ("promoted", "rejected"):
+        with_it, without = classifier["metrics"]["candidate"], classifier["metrics"]["champion"]
+        out.print(
+            f"  classifier {classifier['version']}: {classifier['status']} · fused macro-F1 {with_it['macro_f1']:.4f} "
+            f"with it vs {without['macro_f1']:.4f} with the champion's ({classifier['gate_cases']} held-out cases; "
+            f"alone: accuracy {with_it['classifier_only_accuracy']:.4f})"
+        )
+    elif classifier:
+        out.print(f"  classifier: {classifier['reason']}")
+    language_model = report.get("language_model") or {}
+    if language_model:
+        own = language_model["model_only_accuracy"]
+        out.print(
+            f"  language model alone: accuracy {own['candidate']} (champion {own['champion']}); "
+            f"{language_model['share_of_fused_score']:.1%} of the fused score"
+        )
+        if language_model.get("note"):
+            out.print(f"  [yellow]{language_model['note']}[/]")
     labels = report.get("labels") or {}
     if labels.get("most_harmful_labeller"):
         out.print(f"  labeller whose labels agree least with the evidence: {labels['most_harmful_labeller']}")
@@ -66,13 +85,18 @@ def _print_run(report: dict[str, Any]) -> None:
 def update_run_once(
     only: Annotated[
         str | None,
-        typer.Option("--only", help="Run one stage: encoder (image encoder) or adapter (LoRA). Default: both."),
+        typer.Option(
+            "--only",
+            help="Run one stage: encoder (image encoder), classifier (case classifier) or adapter (LoRA). "
+            "Default: all three, in that order.",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """One update cycle now, under the database lease: new labelled image cases -> a candidate image
-    encoder, judged on held-out image cases; then new labelled cases -> a candidate adapter (starting from
-    the champion) -> judged against the champion -> promoted or rejected."""
+    encoder, judged on held-out image cases; labelled cases -> a candidate case classifier, judged by the
+    gate on held-out cases; then new labelled cases -> a candidate adapter (starting from the champion) ->
+    judged against the champion -> promoted or rejected."""
     from kbservice.learn.scheduler import run_once_with_lease
     from kbservice.learn.update import STAGES
 

@@ -68,6 +68,7 @@ class RecommendationStore:
         weights: dict[str, float],
         metrics: dict[str, Any],
         case_ids: list[int],
+        classifier_version: str | None = None,
     ) -> int:
         with write_transaction(self.engine) as conn:
             return conn.execute(
@@ -82,6 +83,7 @@ class RecommendationStore:
                     weights=weights,
                     metrics=metrics,
                     case_ids=case_ids,
+                    classifier_version=classifier_version,
                 )
                 .returning(calibrations.c.id)
             ).scalar_one()

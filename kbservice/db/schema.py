@@ -161,6 +161,9 @@ calibrations = Table(
     Column("weights", JSON, nullable=False),
     Column("metrics", JSON, nullable=False),
     Column("case_ids", JSON, nullable=False),
+    # The case classifier whose scores the weights were fitted on (None: fitted without one). A request
+    # answered with this calibration scores its candidates with exactly that classifier.
+    Column("classifier_version", String(40)),
     Index("ix_calibrations_lookup", "base_model_sha256", "prompt_version", "mode"),
 )
 
@@ -345,6 +348,41 @@ image_encoders = Table(
 
 image_encoder_aliases = Table(
     "image_encoder_aliases",
+    metadata,
+    Column("alias", String(20), primary_key=True),
+    Column("version", String(40)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# Case classifier versions (learned evidence over case text), like adapters and encoders: written when
+# training starts, finished exactly once, then immutable; `champion`/`previous` aliases move on promotion.
+case_classifiers = Table(
+    "case_classifiers",
+    metadata,
+    Column("version", String(40), primary_key=True),
+    Column("run_id", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # training | promoted | rejected | failed
+    Column("parent", String(40)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("knowledge_version", Integer, nullable=False),
+    Column("data_watermark", Integer, nullable=False),
+    Column("embedder", String(200), nullable=False),  # the embedder id its embedding features came from
+    Column("labels", JSON, nullable=False),
+    Column("train_case_ids", JSON, nullable=False),
+    Column("heldout_case_ids", JSON, nullable=False),  # held-out + frozen: never trained on, judged on
+    Column("hyperparameters", JSON, nullable=False),
+    Column("metrics", JSON),
+    Column("report", JSON),
+    Column("artifact_sha256", String(64)),
+    Column("artifact", LargeBinary),
+    Column("triggered_by", String(200), nullable=False),
+    Column("error", Text),
+)
+
+case_classifier_aliases = Table(
+    "case_classifier_aliases",
     metadata,
     Column("alias", String(20), primary_key=True),
     Column("version", String(40)),

@@ -9,7 +9,7 @@ from rich.console import Console
 from kbservice.ingest.cases import ingest_cases
 from kbservice.ingest.guidelines import ingest_guidelines
 from kbservice.progress import Progress
-from kbservice.recommend.answer import fusion_for, recommend, replay
+from kbservice.recommend.answer import calibration_for, recommend, replay
 from kbservice.recommend.calibrate import calibrate
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.services import Services
@@ -88,7 +88,7 @@ def _ingest_demo_cases(services: Services, *, console: Console, progress: Progre
 
 
 def _recommend(services: Services, *, console: Console, progress: Progress, author: str) -> None:
-    if fusion_for(services, mode="rag")[1] is None:
+    if calibration_for(services, mode="rag").calibration_id is None:
         console.print("calibrating diagnosis probabilities on the starter cases (leave-one-out)…")
         report = calibrate(services, progress=progress)
         metrics = report["metrics"]

@@ -27,11 +27,12 @@ from kbservice.classification import Decision, classification_metrics
 from kbservice.config import Settings
 from kbservice.errors import KBError
 from kbservice.evaluation.case_batches import ingest_case_lines
+from kbservice.evaluation.diagnosis import baselines
 from kbservice.ingest.case_files import CaseDraft
 from kbservice.ingest.cases import deidentify
 from kbservice.learn.update import run_update_cycle
 from kbservice.progress import NoProgress, Progress
-from kbservice.recommend.answer import fusion_for
+from kbservice.recommend.answer import calibration_for
 from kbservice.recommend.calibrate import collect_examples, fit
 from kbservice.recommend.request import request_for_case
 from kbservice.services import Services, temporary_services
@@ -78,6 +79,8 @@ def run_continual(
                 services, seen_test, adapter=champion_version, fusion_case_ids=set(), progress=progress
             )
             hits_after.append({"champion": _hits_by_group(champion["decisions"], groups)})
+            seen_train = [d for d in train if d.diagnosis[0] in seen]
+            fitted = baselines(services, seen_train, seen_test, gold=None, progress=progress)
             rows.append(
                 {
                     "batch": k + 1,
@@ -88,6 +91,12 @@ def run_continual(
                     "champion": champion_version,
                     "base_rag": base["metrics"],
                     "champion_rag": champion["metrics"],
+                    "classifier": services.classifiers.champion_version(),
+                    # The same training cases so far, the same test cases, fitted by the simple baselines.
+                    "baselines": {
+                        name: {k: m[k] for k in ("accuracy", "macro_f1", "ece", "per_class_recall")}
+                        for name, m in fitted.items()
+                    },
                 }
             )
     result: dict[str, Any] = {"batches": rows, "groups": groups}
@@ -173,21 +182,34 @@ def _evaluate(
     if adapter is None:
         version = services.retriever.resolve_version(None)
         labelled = [c for c in services.case_store.cases(as_of=version) if c.diagnosis]
-        cases = [c for c in labelled if c.case_id in fusion_case_ids] or labelled[:100]
-        fusion = fit(collect_examples(recommender, cases, version=version, mode="rag", leave_one_out=True))
+        classifier_version = services.classifiers.champion_version()
+        served = services.serving_classifier(classifier_version)
+        seen = set(services.classifier_store.get(classifier_version)["train_case_ids"]) if classifier_version else set()
+        cases = [c for c in labelled if c.case_id in fusion_case_ids and c.case_id not in seen] or [
+            c for c in labelled if c.case_id not in seen
+        ][:100]
+        model = served.model if served else None
+        examples = collect_examples(
+            recommender, cases, version=version, mode="rag", leave_one_out=True, classifier=model
+        )
+        fusion = fit(examples)
     else:
-        fusion, _ = fusion_for(services, mode="rag", adapter_version=adapter)
+        calibration = calibration_for(services, mode="rag", adapter_version=adapter)
+        fusion, model = calibration.fusion, calibration.classifier.model if calibration.classifier else None
         services.serving_adapter(adapter)
     decisions = []
     with progress.task(f"Answering test cases ({adapter or 'base'})", total=len(drafts)) as advance:
         for draft in drafts:
-            feats = recommender.features(request_for_case(draft, mode="rag"), adapter=adapter)
+            feats = recommender.features(request_for_case(draft, mode="rag"), adapter=adapter, classifier=model)
             p = fusion.probabilities(feats.matrix, feats.names)
             top = int(np.argmax(p))
             decisions.append(Decision(labels=draft.diagnosis, top=feats.candidates[top], probability=float(p[top])))
             advance(1)
     metrics = classification_metrics(decisions)
-    return {"metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "ece")}, "decisions": decisions}
+    return {
+        "metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "ece", "per_class_recall")},
+        "decisions": decisions,
+    }
 
 
 def _hits_by_group(decisions: Sequence[Decision], groups: Sequence[Sequence[str]]) -> dict[str, list[bool]]:

@@ -12,6 +12,19 @@ from typing import Any
 from kbservice.errors import KBError
 
 
+def stratified_test_rows(labels: list[str], *, test_share: float, rng: random.Random) -> set[int]:
+    """The row indices held out for testing: per label (in sorted order), a shuffled `test_share` of its rows."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_label[label].append(i)
+    test: set[int] = set()
+    for label in sorted(by_label):
+        members = by_label[label][:]
+        rng.shuffle(members)
+        test.update(members[: round(len(members) * test_share)])
+    return test
+
+
 def split_labelled_csv(
     path: Path,
     *,
@@ -36,15 +49,7 @@ def split_labelled_csv(
                 f"column {id_column!r} of {path} does not hold unique ids; leave --id-column out to "
                 "number the rows instead"
             )
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        by_label[row[label_column]].append(i)
-    rng = random.Random(seed)
-    test: set[int] = set()
-    for label in sorted(by_label):
-        members = by_label[label][:]
-        rng.shuffle(members)
-        test.update(members[: round(len(members) * test_share)])
+    test = stratified_test_rows([row[label_column] for row in rows], test_share=test_share, rng=random.Random(seed))
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, chosen in (("train", [i for i in range(len(rows)) if i not in test]), ("test", sorted(test))):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kbservice.classifier.model import CaseClassifier
 from kbservice.learn.cycle_data import AdapterPlan, training_target
 from kbservice.learn.gate import Judged
 from kbservice.learn.lease_guard import HeldLease
@@ -40,15 +41,18 @@ def judge_every_case(
     version: int,
     images: dict[int, tuple[RequestImage, ...]],
     progress: Progress,
+    classifier: CaseClassifier | None = None,
 ) -> dict[int, Judged]:
     """Each case with its evidence at `version`, retrieved as a new patient's would be: without itself, and
-    with its stored images. Computed once per cycle and shared by training, the poisoning guard and the gate."""
+    with its stored images, scored by the case `classifier` (None: none). Computed once per cycle and shared
+    by training, the poisoning guard and the gate."""
     recommender = services.recommender
     judged: dict[int, Judged] = {}
     with progress.task("Retrieving context for training and evaluation cases", total=len(cases)) as advance:
         for case in cases:
             request = replace(request_for_case(case, mode="rag", as_of=version), images=images.get(case.case_id, ()))
-            judged[case.case_id] = Judged(case, recommender.evidence(request, exclude_chunk_ids=[case.chunk_id]))
+            found = recommender.evidence(request, exclude_chunk_ids=[case.chunk_id], classifier=classifier)
+            judged[case.case_id] = Judged(case, found)
             advance(1)
     return judged
 

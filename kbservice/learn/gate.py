@@ -144,7 +144,7 @@ def label_agreement(
     if not trusted or not new:
         return [], {"checked": False, "why": "no trusted cases to compare with" if new else "no new cases"}
     trusted_examples = [_case_example(j) for j in trusted]
-    fusion = fit([e for e in trusted_examples if e.truth], names=evidence.EVIDENCE_FEATURES)
+    fusion = fit([e for e in trusted_examples if e.truth], names=evidence.SIMILAR_CASE_FEATURES)
     baseline = float(np.mean([_agrees(fusion, e) for e in trusted_examples]))
     by_labeller: dict[str, list[bool]] = defaultdict(list)
     disagreeing: dict[str, list[int]] = defaultdict(list)

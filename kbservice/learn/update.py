@@ -36,7 +36,7 @@ from kbservice.types import UpdateReport
 if TYPE_CHECKING:
     from kbservice.services import Services
 
-STAGES = ("encoder", "adapter")
+STAGES = ("encoder", "classifier", "adapter")
 
 
 def run_update_cycle(
@@ -49,7 +49,8 @@ def run_update_cycle(
 ) -> UpdateReport:
     """Runs one cycle and returns its report (also stored with the run, and with the adapter version).
     `stages`: the encoder stage (new labelled image cases -> image encoder) runs first, so the adapter
-    stage trains its image projector on the encoder that serves."""
+    stage trains its image projector on the encoder that serves; then the classifier stage (labelled cases
+    -> case classifier), so the adapter is judged and calibrated with the classifier that serves."""
     unknown = sorted(set(stages) - set(STAGES))
     if unknown or not stages:
         raise KBError(f"unknown update stage(s) {unknown}; choose from {', '.join(STAGES)}")
@@ -106,12 +107,12 @@ def _run_stages(
     report = replace(report, champion=data.champion, data_watermark=data.data_watermark, new_cases=len(data.new))
     if "encoder" in stages:
         report = replace(report, encoder=_encoder_stage(services, report, data, plan, lease=lease, progress=progress))
+    if "classifier" in stages:
+        report = replace(
+            report, classifier=_classifier_stage(services, report, data, plan, lease=lease, progress=progress)
+        )
     if "adapter" not in stages:
-        stage = report.encoder or {}
-        if stage["status"] == "skipped":
-            return replace(report, status="skipped", reason=stage["reason"])
-        passed = "; ".join(stage["gate"]["reasons"]) or "passed the image-case gate"
-        return replace(report, status=stage["status"], reason=f"encoder {stage['version']} {stage['status']}: {passed}")
+        return _outcome_without_adapter(report)
     if len(data.new) < settings.min_new_cases:
         return _skipped(
             report,
@@ -132,10 +133,32 @@ def _run_stages(
     return _adapter_stage(services, report, data, plan, lease=lease, progress=progress)
 
 
+def _outcome_without_adapter(report: UpdateReport) -> UpdateReport:
+    """The run's status and reason from the stages that ran: promoted if any promoted, else rejected if any
+    was rejected, else skipped."""
+    stages = [
+        (name, stage) for name, stage in (("encoder", report.encoder), ("classifier", report.classifier)) if stage
+    ]
+    summaries = []
+    for name, stage in stages:
+        if stage["status"] == "skipped":
+            summaries.append(f"{name} skipped: {stage['reason']}")
+        else:
+            passed = "; ".join(stage["gate"]["reasons"]) or "passed the gate"
+            summaries.append(f"{name} {stage['version']} {stage['status']}: {passed}")
+    statuses = {stage["status"] for _, stage in stages}
+    status = next((s for s in ("promoted", "rejected") if s in statuses), "skipped")
+    return replace(report, status=status, reason="; ".join(summaries))
+
+
 def _skipped(report: UpdateReport, reason: str) -> UpdateReport:
-    encoder = report.encoder or {}
-    if encoder.get("status") in ("promoted", "rejected"):
-        reason = f"encoder {encoder['version']} {encoder['status']}; adapter skipped: {reason}"
+    finished = [
+        f"{name} {stage['version']} {stage['status']}"
+        for name, stage in (("encoder", report.encoder), ("classifier", report.classifier))
+        if stage and stage.get("status") in ("promoted", "rejected")
+    ]
+    if finished:
+        reason = f"{'; '.join(finished)}; adapter skipped: {reason}"
     return replace(report, status="skipped", reason=reason)
 
 
@@ -163,6 +186,28 @@ def _encoder_stage(
     )
 
 
+def _classifier_stage(
+    services: Services,
+    report: UpdateReport,
+    data: NewCases,
+    plan: AdapterPlan,
+    *,
+    lease: HeldLease | None,
+    progress: Progress,
+) -> dict:
+    from kbservice.learn.classifier_cycle import run_classifier_stage
+
+    return run_classifier_stage(
+        services,
+        run_id=report.run_id,
+        data=data,
+        plan=plan,
+        triggered_by=report.triggered_by,
+        progress=progress,
+        check_lease=lease.check if lease else lambda: None,
+    )
+
+
 def _adapter_stage(
     services: Services,
     report: UpdateReport,
@@ -180,7 +225,19 @@ def _adapter_stage(
         started = time.perf_counter()
         everyone = plan.training_cases + plan.gate_cases
         images = case_images(services, everyone)
-        judged = judge_every_case(services, everyone, version=data.version, images=images, progress=progress)
+        classifier = services.serving_classifier(services.classifiers.champion_version())
+        judged = judge_every_case(
+            services,
+            everyone,
+            version=data.version,
+            images=images,
+            progress=progress,
+            classifier=classifier.model if classifier else None,
+        )
+        # The gate never judges on a case the serving classifier was trained on (its scores there are
+        # overconfident); the cycle's own held-out and frozen cases never are, this guards older versions.
+        seen = set(services.classifier_store.get(classifier.version)["train_case_ids"]) if classifier else set()
+        gate_cases = [c for c in plan.gate_cases if c.case_id not in seen]
         timings = {"retrieve_s": time.perf_counter() - started}
         # The poisoning guard looks at the labels before any training time is spent on them.
         label_reasons, labels_report = label_agreement(
@@ -219,7 +276,7 @@ def _adapter_stage(
             services,
             candidate=candidate,
             champion=data.champion,
-            gate_cases=[judged[c.case_id] for c in plan.gate_cases],
+            gate_cases=[judged[c.case_id] for c in gate_cases],
             label_reasons=label_reasons,
             progress=progress,
         )
@@ -227,6 +284,7 @@ def _adapter_stage(
         report = replace(
             report,
             metrics={"candidate": verdict.candidate_metrics, "champion": verdict.champion_metrics},
+            language_model=verdict.language_model,
             gate=verdict.gate,
             timings={k: round(v, 2) for k, v in timings.items()},
             calibration_id=services.recommendations.save_calibration(
@@ -237,7 +295,8 @@ def _adapter_stage(
                 knowledge_version=data.version,
                 weights=verdict.candidate_fusion.weights,
                 metrics=verdict.candidate_metrics,
-                case_ids=[c.case_id for c in plan.gate_cases],
+                case_ids=[c.case_id for c in gate_cases],
+                classifier_version=classifier.version if classifier else None,
             ),
         )
         if lease:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from kbservice.errors import KBError
 from kbservice.recommend import evidence
 from kbservice.recommend.fusion import Fusion
+from kbservice.recommend.pipeline import ServingClassifier
 from kbservice.recommend.prompts import PROMPT_VERSION
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.recommend.sources import RetrievalRecord
@@ -31,10 +32,21 @@ def response_hash(response: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(response, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def fusion_for(
+@dataclass(frozen=True)
+class Calibration:
+    """The fusion a request is answered with: the weights, the stored calibration they come from (None: the
+    uncalibrated defaults) and the case classifier they were fitted with (None: none)."""
+
+    fusion: Fusion
+    calibration_id: int | None
+    classifier: ServingClassifier | None
+
+
+def calibration_for(
     services: Services, *, mode: str, calibration_id: int | None = None, adapter_version: str | None = None
-) -> tuple[Fusion, int | None]:
-    """The fitted calibration for this model, adapter and prompt (a given one for replay), else defaults."""
+) -> Calibration:
+    """The fitted calibration for this model, adapter and prompt (a given one for replay), else defaults,
+    with the classifier it was fitted with, loaded."""
     store = services.recommendations
     if calibration_id is not None:
         row = store.calibration(calibration_id)
@@ -46,8 +58,9 @@ def fusion_for(
             mode=mode,
         )
     if row is None:
-        return Fusion(weights=dict(evidence.DEFAULT_WEIGHTS)), None
-    return Fusion(weights=row["weights"]), row["id"]
+        return Calibration(Fusion(weights=dict(evidence.DEFAULT_WEIGHTS)), None, None)
+    classifier = services.serving_classifier(row.get("classifier_version"))
+    return Calibration(Fusion(weights=row["weights"]), row["id"], classifier)
 
 
 def recommend(
@@ -64,14 +77,15 @@ def recommend(
     recommender = services.recommender
     clean = recommender.clean_request(request)
     adapter = services.serving_adapter(clean.adapter)
-    fusion, calibration_id = fusion_for(services, mode=clean.mode, adapter_version=adapter)
+    calibration = calibration_for(services, mode=clean.mode, adapter_version=adapter)
     answer, retrieval = recommender.answer(
         clean,
-        fusion=fusion,
-        calibration_id=calibration_id,
+        fusion=calibration.fusion,
+        calibration_id=calibration.calibration_id,
         index_build=services.index_build(),
         with_treatment=with_treatment,
         adapter=adapter,
+        classifier=calibration.classifier,
         listener=listener,
     )
     stored_request = clean.to_json() | {"with_treatment": with_treatment, "retrieval": retrieval.to_json()}
@@ -136,11 +150,14 @@ def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayR
     if adapter is not None:  # the adapter it ran on, whatever the champion is now (rows are immutable)
         services.load_adapter(adapter)
     recorded = RetrievalRecord.from_json(stored["request"]["retrieval"])
-    fusion, calibration_id = fusion_for(services, mode=request.mode, calibration_id=provenance["calibration_id"])
+    # The calibration names the classifier its weights were fitted with (rows are immutable, so it is the
+    # one the answer used).
+    calibration = calibration_for(services, mode=request.mode, calibration_id=provenance["calibration_id"])
     replayed, _ = services.recommender.answer(
         request,
-        fusion=fusion,
-        calibration_id=calibration_id,
+        fusion=calibration.fusion,
+        calibration_id=calibration.calibration_id,
+        classifier=calibration.classifier,
         index_build=provenance["index_build"],
         with_treatment=stored["request"].get("with_treatment", True),
         created_at=provenance["created_at"],

@@ -1,7 +1,8 @@
 """Fitting the fusion weights (the calibration) on held-out labelled cases of the knowledge base.
 
 Each sampled case is answered as a new patient with itself left out of retrieval (leave-one-out), so the
-weights learn how far similar-case evidence and the model can be trusted on cases they have not seen.
+weights learn how far similar-case evidence and the model can be trusted on cases they have not seen; with
+a case classifier serving, only cases it was not trained on are sampled, for the same reason.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kbservice.classification import expected_calibration_error
+from kbservice.classifier.model import CaseClassifier
 from kbservice.errors import KBError
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend import evidence
 from kbservice.recommend.features import Features
-from kbservice.recommend.fusion import Fusion, fit_fusion
+from kbservice.recommend.fusion import Fusion, balanced_weights, fit_fusion
 from kbservice.recommend.pipeline import Recommender
 from kbservice.recommend.prompts import PROMPT_VERSION
 from kbservice.recommend.request import Mode, request_for_case
@@ -51,6 +53,7 @@ def collect_examples(
     leave_one_out: bool,
     advance: Callable[[int], None] = lambda n: None,
     adapter: str | None = None,
+    classifier: CaseClassifier | None = None,
 ) -> list[Example]:
     examples = []
     for case in cases:
@@ -58,18 +61,34 @@ def collect_examples(
             request_for_case(case, mode=mode, as_of=version),
             exclude_chunk_ids=[case.chunk_id] if leave_one_out else (),
             adapter=adapter,
+            classifier=classifier,
         )
         examples.append(Example(case=case, features=features, truth=truth_indices(features.candidates, case.diagnosis)))
         advance(1)
     return examples
 
 
-def fit(examples: Sequence[Example], *, names: Sequence[str] | None = None) -> Fusion:
-    """Weights for the named features (default: all) fitted on `examples`; other features get weight 0."""
+def primary_class(example: Example) -> str:
+    """The class an example counts for in class balancing: its case's first diagnosis (or first true
+    candidate)."""
+    if example.case is not None and example.case.diagnosis:
+        return evidence.candidate_key(example.case.diagnosis[0])
+    return evidence.candidate_key(example.features.candidates[example.truth[0]]) if example.truth else ""
+
+
+def fit(examples: Sequence[Example], *, names: Sequence[str] | None = None, balanced: bool = True) -> Fusion:
+    """Weights for the named features (default: all) fitted on `examples`, every diagnosis weighing the
+    same when `balanced`; other features get weight 0."""
     all_names = examples[0].features.names
     use = list(names or all_names)
     columns = [all_names.index(n) for n in use]
-    fusion = fit_fusion([e.features.matrix[:, columns] for e in examples], [e.truth for e in examples], use)
+    usable = [e for e in examples if e.truth]
+    fusion = fit_fusion(
+        [e.features.matrix[:, columns] for e in usable],
+        [e.truth for e in usable],
+        use,
+        example_weights=balanced_weights([primary_class(e) for e in usable]) if balanced else None,
+    )
     return Fusion(weights={name: fusion.weights.get(name, 0.0) for name in all_names})
 
 
@@ -118,14 +137,31 @@ def calibrate_examples(
     if version is None:
         raise KBError("the knowledge base is empty; ingest labelled cases before calibrating")
     cases = [c for c in services.case_store.cases(as_of=version) if c.diagnosis]
+    classifier_version = services.classifiers.champion_version() if mode == "rag" else None
+    if classifier_version is not None:
+        # The classifier's scores on cases it was trained on are overconfident: its weight is fitted on the
+        # cases it never saw (held out by the update cycle, frozen, or newer than it).
+        seen = set(services.classifier_store.get(classifier_version)["train_case_ids"])
+        cases = [c for c in cases if c.case_id not in seen]
     if len(cases) < 10:
-        raise KBError(f"calibration needs at least 10 labelled cases; knowledge version {version} has {len(cases)}")
+        unseen = " that the serving case classifier was not trained on" if classifier_version else ""
+        raise KBError(
+            f"calibration needs at least 10 labelled cases{unseen}; knowledge version {version} has {len(cases)}"
+        )
     size = min(sample or services.settings.recommend.calibration_cases, len(cases))
     chosen = sorted(random.Random(seed).sample(cases, size), key=lambda c: c.case_id)
     adapter = services.serving_adapter(None)
+    classifier = services.classifiers.load(classifier_version) if classifier_version else None
     with (progress or NoProgress()).task("Calibrating on held-out cases", total=len(chosen)) as advance:
         examples = collect_examples(
-            recommender, chosen, version=version, mode=mode, leave_one_out=True, advance=advance, adapter=adapter
+            recommender,
+            chosen,
+            version=version,
+            mode=mode,
+            leave_one_out=True,
+            advance=advance,
+            adapter=adapter,
+            classifier=classifier,
         )
     fusion = fit(examples)
     metrics = score(fusion, examples) | {"cases": len(examples)}
@@ -138,6 +174,7 @@ def calibrate_examples(
         weights=fusion.weights,
         metrics=metrics,
         case_ids=[c.case_id for c in chosen],
+        classifier_version=classifier_version,
     )
     services.audit.record(
         "calibration",
@@ -147,12 +184,14 @@ def calibrate_examples(
             "mode": mode,
             "knowledge_version": version,
             "adapter_version": adapter,
+            "classifier_version": classifier_version,
             "metrics": metrics,
         },
     )
     report = {
         "calibration_id": calibration_id,
         "adapter_version": adapter,
+        "classifier_version": classifier_version,
         "mode": mode,
         "knowledge_version": version,
         "weights": fusion.weights,

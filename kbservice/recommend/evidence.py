@@ -1,9 +1,13 @@
-"""Per-candidate features: similar-case evidence from both rankers, and the language model's scores.
+"""Per-candidate features: similar-case evidence from both rankers, what the request's text says about each
+candidate (affirmed, negated or hedged), the case classifier's log-probabilities, and the language model's
+scores.
 
 Similar cases vote for their labels. Each ranker contributes two signals per label: a reciprocal-rank vote
 (how many close cases carry it) and the best score any of its cases reached (how close the closest is),
-plus a sharpened copy of the latter so a near-duplicate case can dominate. Fusion weights decide how much
-each signal counts.
+plus a sharpened copy of the latter so a near-duplicate case can dominate. Text similarity does not
+understand negation ("no pneumothorax" is close to "pneumothorax"), so a case does not vote for a label the
+request negates, and a case that asserts what the request negates (or negates what it asserts) votes with
+less weight. Fusion weights decide how much each signal counts.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kbservice.classifier.model import case_text
+from kbservice.negation import Mentions, mentions
 from kbservice.types import CaseRecord
 
 CASE_FEATURES = (
@@ -24,11 +30,26 @@ CASE_FEATURES = (
 )
 # Similar cases by image (the image index of the champion encoder): the same three signals as a ranker.
 IMAGE_FEATURES = ("image_vote", "image_best", "image_best_sharp")
+# The share of the candidate's name that the request's text affirms, negates and hedges.
+MENTION_FEATURES = ("mention_affirmed", "mention_negated", "mention_uncertain")
+# The case classifier: its log-probability of the candidate (shifted so the best known candidate is 0; a
+# candidate it never saw gets its least likely known candidate's value) and whether it never saw it.
+CLASSIFIER_FEATURES = ("classifier_logprob", "classifier_unseen")
 LLM_FEATURES = ("llm_mean_logprob", "llm_total_logprob")
-EVIDENCE_FEATURES = (*CASE_FEATURES, *IMAGE_FEATURES)
+# Evidence that comes from the stored cases by retrieval alone (no learned model): the poisoning guard and
+# the "similar cases only" ablation use these.
+SIMILAR_CASE_FEATURES = (*CASE_FEATURES, *IMAGE_FEATURES, *MENTION_FEATURES)
+EVIDENCE_FEATURES = (*SIMILAR_CASE_FEATURES, *CLASSIFIER_FEATURES)
 
 # Uncalibrated starting weights, used only until `kbservice calibrate` has fitted real ones.
-DEFAULT_WEIGHTS = {name: 1.0 for name in EVIDENCE_FEATURES} | {"llm_mean_logprob": 1.0, "llm_total_logprob": 0.0}
+DEFAULT_WEIGHTS = (
+    {name: 1.0 for name in (*CASE_FEATURES, *IMAGE_FEATURES)}
+    | {name: 0.0 for name in MENTION_FEATURES}
+    | {"classifier_logprob": 1.0, "classifier_unseen": 0.0}
+    | {"llm_mean_logprob": 1.0, "llm_total_logprob": 0.0}
+)
+# Words too common in clinical text to count as a contradiction between a request and a similar case.
+_CONFLICT_MIN_LENGTH = 4
 
 
 def candidate_key(label: str) -> str:
@@ -41,26 +62,58 @@ def case_features(
     dense: Sequence[tuple[int, float]],
     lexical: Sequence[tuple[int, float]],
     cases_by_chunk: dict[int, CaseRecord],
+    query: Mentions | None = None,
 ) -> np.ndarray:
-    """A (candidates x CASE_FEATURES) matrix from the two best-first (chunk id, score) case rankings."""
+    """A (candidates x CASE_FEATURES) matrix from the two best-first (chunk id, score) case rankings.
+    `query`: what the request's text affirms and negates (None: no negation handling)."""
     index = {candidate_key(label): row for row, label in enumerate(candidates)}
     features = np.zeros((len(candidates), len(CASE_FEATURES)))
     top_lexical = lexical[0][1] if lexical and lexical[0][1] > 0 else 1.0
+    negated_labels = {candidate_key(c) for c in candidates if _negated_only(query, c)} if query is not None else set()
     for column, ranking, scale in ((0, dense, 1.0), (3, lexical, top_lexical)):
         for rank, (chunk_id, score) in enumerate(ranking, start=1):
             case = cases_by_chunk.get(chunk_id)
             if case is None:
                 continue
-            similarity = max(score / scale, 0.0)
+            agreement = 1.0 if query is None else 1.0 / (1.0 + contradictions(query, mentions(case_text(case))))
+            similarity = max(score / scale, 0.0) * agreement
             for label in case.diagnosis:
                 row = index.get(candidate_key(label))
-                if row is None:
+                if row is None or candidate_key(label) in negated_labels:
                     continue
-                features[row, column] += 1.0 / rank
+                features[row, column] += agreement / rank
                 features[row, column + 1] = max(features[row, column + 1], similarity)
     features[:, 2] = features[:, 1] ** 8
     features[:, 5] = features[:, 4] ** 2
     return features
+
+
+def contradictions(query: Mentions, case: Mentions) -> int:
+    """How many findings one text asserts that the other negates (content words only)."""
+    clash = (query.negated & case.affirmed) | (query.affirmed & case.negated)
+    return sum(1 for word in clash if len(word) >= _CONFLICT_MIN_LENGTH)
+
+
+def _negated_only(query: Mentions, candidate: str) -> bool:
+    affirmed, negated, _ = query.mention(candidate)
+    return negated >= 0.5 and affirmed < negated
+
+
+def mention_features(candidates: Sequence[str], query: Mentions) -> np.ndarray:
+    """A (candidates x MENTION_FEATURES) matrix: how much of each candidate's name the text affirms,
+    negates and hedges."""
+    return np.array([query.mention(c) for c in candidates], dtype=float).reshape(len(candidates), 3)
+
+
+def classifier_features(candidates: Sequence[str], labels: Sequence[str], log_probabilities: np.ndarray) -> np.ndarray:
+    """A (candidates x CLASSIFIER_FEATURES) matrix from the classifier's log-probabilities over its `labels`."""
+    known = {candidate_key(label): float(lp) for label, lp in zip(labels, log_probabilities, strict=True)}
+    best, worst = max(known.values()), min(known.values())
+    out = np.zeros((len(candidates), len(CLASSIFIER_FEATURES)))
+    for row, candidate in enumerate(candidates):
+        value = known.get(candidate_key(candidate))
+        out[row] = (worst - best, 1.0) if value is None else (value - best, 0.0)
+    return out
 
 
 def llm_features(mean_logprobs: Sequence[float], total_logprobs: Sequence[float]) -> np.ndarray:

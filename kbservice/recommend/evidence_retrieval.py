@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from kbservice.classifier.model import case_text
 from kbservice.config import ImagingSettings, RecommendSettings
 from kbservice.db.case_store import CaseStore
 from kbservice.errors import InvalidRequestError
@@ -36,7 +37,7 @@ def gather(
 ) -> RetrievalRecord:
     """The retrieval record of a cleaned request at `version`, never returning `exclude_chunk_ids` (a case
     evaluated as a new patient is retrieved without itself, by text and by image)."""
-    query = (request.findings + (f"\n{request.history}" if request.history else "")).strip()
+    query = case_text(request)
     guideline: list[list] = []
     dense_rows: list[list] = []
     lexical_rows: list[list] = []

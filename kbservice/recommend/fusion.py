@@ -3,7 +3,9 @@
 P(candidate) = softmax(w . features(candidate)) over the candidate set. With a single feature (the language
 model's log-likelihood) this is exactly temperature scaling (w = 1/T); with several it also learns how much
 to trust similar-case evidence against the model. Weights are fitted by maximum likelihood on held-out
-labelled cases, so the probabilities are calibrated on data the retrieval did not see.
+labelled cases, so the probabilities are calibrated on data the retrieval did not see. Each held-out case
+is weighted so that every diagnosis counts the same (class-balanced likelihood): otherwise a knowledge base
+where most cases are "normal" learns to trust whatever evidence says "normal".
 """
 
 from __future__ import annotations
@@ -39,43 +41,62 @@ def _log_softmax(scores: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
-def _objective(w: np.ndarray, features: Sequence[np.ndarray], truths: Sequence[list[int]]) -> float:
+def _objective(
+    w: np.ndarray, features: Sequence[np.ndarray], truths: Sequence[list[int]], weights: np.ndarray
+) -> float:
     total = _L2 * float(w @ w)
-    for x, truth in zip(features, truths, strict=True):
+    for x, truth, weight in zip(features, truths, weights, strict=True):
         log_p = _log_softmax(x @ w)[truth]
-        total -= float(log_p.max() + np.log(np.exp(log_p - log_p.max()).sum())) / len(features)
+        total -= weight * float(log_p.max() + np.log(np.exp(log_p - log_p.max()).sum())) / len(features)
     return total
 
 
+def balanced_weights(classes: Sequence[str]) -> np.ndarray:
+    """Per-example weights that give every class the same total weight (mean 1): with them the commonest
+    diagnosis cannot win the likelihood by default."""
+    counts: dict[str, int] = {}
+    for name in classes:
+        counts[name] = counts.get(name, 0) + 1
+    return np.array([len(classes) / (len(counts) * counts[name]) for name in classes])
+
+
 def fit_fusion(
-    features: Sequence[np.ndarray], truths: Sequence[Sequence[int]], names: Sequence[str], *, iterations: int = 100
+    features: Sequence[np.ndarray],
+    truths: Sequence[Sequence[int]],
+    names: Sequence[str],
+    *,
+    example_weights: Sequence[float] | None = None,
+    iterations: int = 100,
 ) -> Fusion:
-    """Maximum-likelihood weights: each example is (candidates x features, indices of its true labels).
+    """Maximum-(weighted-)likelihood weights: each example is (candidates x features, indices of its true
+    labels), optionally weighted (see `balanced_weights`).
 
     The likelihood of an example is the probability mass on its true labels; examples whose labels are not
     among the candidates carry no information and are skipped. Newton's method with a backtracking line
     search, in log space: a handful of parameters, and a near-duplicate case can push probabilities to 0.
     """
-    kept = [(x, list(t)) for x, t in zip(features, truths, strict=True) if len(t)]
+    given = np.ones(len(features)) if example_weights is None else np.asarray(example_weights, dtype=float)
+    kept = [(x, list(t), g) for x, t, g in zip(features, truths, given, strict=True) if len(t)]
     if not kept:
         raise ValueError("no example has a true label among its candidates")
-    xs, ts = [x for x, _ in kept], [t for _, t in kept]
+    xs, ts = [x for x, _, _ in kept], [t for _, t, _ in kept]
+    gs = np.array([g for _, _, g in kept])
     dims, n = len(names), len(kept)
     w = np.zeros(dims)
-    loss = _objective(w, xs, ts)
+    loss = _objective(w, xs, ts, gs)
     for _ in range(iterations):
         grad = 2 * _L2 * w
         hess = 2 * _L2 * np.eye(dims)
-        for x, truth in zip(xs, ts, strict=True):
+        for x, truth, g in zip(xs, ts, gs, strict=True):
             log_p = _log_softmax(x @ w)
             p = np.exp(log_p)
             q = np.zeros_like(p)
             q[truth] = np.exp(log_p[truth] - log_p[truth].max())
             q /= q.sum()  # posterior over the true labels
             mean_p, mean_q = p @ x, q @ x
-            grad -= (mean_q - mean_p) / n
-            hess += ((x * p[:, None]).T @ x - np.outer(mean_p, mean_p)) / n
-            hess -= ((x * q[:, None]).T @ x - np.outer(mean_q, mean_q)) / n
+            grad -= g * (mean_q - mean_p) / n
+            hess += g * ((x * p[:, None]).T @ x - np.outer(mean_p, mean_p)) / n
+            hess -= g * ((x * q[:, None]).T @ x - np.outer(mean_q, mean_q)) / n
         try:
             step = np.linalg.solve(hess + 1e-9 * np.eye(dims), grad)
         except np.linalg.LinAlgError:
@@ -85,7 +106,7 @@ def fit_fusion(
         scale = 1.0
         while scale > 1e-6:
             candidate = w - scale * step
-            candidate_loss = _objective(candidate, xs, ts)
+            candidate_loss = _objective(candidate, xs, ts, gs)
             if candidate_loss <= loss - 1e-4 * scale * float(grad @ step):
                 break
             scale /= 2

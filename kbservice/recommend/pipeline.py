@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kbservice.classifier.model import CaseClassifier, case_text
 from kbservice.config import ImagingSettings, RecommendSettings
 from kbservice.db.case_store import CaseStore
 from kbservice.errors import KBError
 from kbservice.llm.protocols import Generator
 from kbservice.llm.soft_tokens import IMAGE_SLOT
+from kbservice.negation import mentions
 from kbservice.recommend import differential as differentials
 from kbservice.recommend import evidence
 from kbservice.recommend.evidence_retrieval import gather, image_summary
@@ -87,9 +89,11 @@ class Recommender:
         *,
         exclude_chunk_ids: Sequence[int] = (),
         recorded: RetrievalRecord | None = None,
+        classifier: CaseClassifier | None = None,
     ) -> Evidence:
         """Retrieves at the request's version (or takes the `recorded` retrieval, for replay), computes the
-        similar-case evidence and renders the diagnosis prompt: everything before the model runs."""
+        similar-case evidence, what the text says about each candidate and the case `classifier`'s scores
+        (None: no classifier), and renders the diagnosis prompt: everything before the model runs."""
         started = time.perf_counter()
         version = self.retriever.resolve_version(request.as_of)
         if version is None:
@@ -112,12 +116,18 @@ class Recommender:
             lexical = [(int(cid), float(score)) for cid, score in retrieval.lexical]
             cases_by_chunk = self.case_store.by_chunk_ids([cid for cid, _ in dense] + [cid for cid, _ in lexical])
             image_cases = self.case_store.by_case_ids([int(row[1]) for row in retrieval.images])
+            text = case_text(request)
+            said = mentions(text)
             case_matrix = np.hstack(
                 [
-                    evidence.case_features(candidates, dense=dense, lexical=lexical, cases_by_chunk=cases_by_chunk),
+                    evidence.case_features(
+                        candidates, dense=dense, lexical=lexical, cases_by_chunk=cases_by_chunk, query=said
+                    ),
                     evidence.image_features(
                         candidates, hits=[(int(r[1]), float(r[2])) for r in retrieval.images], cases=image_cases
                     ),
+                    evidence.mention_features(candidates, said),
+                    self.classifier_features(candidates, text, classifier),
                 ]
             )
             sources = number_sources(
@@ -147,6 +157,17 @@ class Recommender:
             images=tuple(image.pixels for image in request.images),
         )
 
+    def classifier_features(
+        self, candidates: Sequence[str], text: str, classifier: CaseClassifier | None
+    ) -> np.ndarray:
+        """The classifier's columns for `text` (zeros without a classifier or text). The text's embedding is
+        the one case retrieval just computed for the same text (the retriever keeps the last query's)."""
+        if classifier is None or not text:
+            return np.zeros((len(candidates), len(evidence.CLASSIFIER_FEATURES)))
+        vector = self.retriever.query_vector(text)[None, :]
+        log_probabilities = classifier.log_probabilities([text], vector)[0]
+        return evidence.classifier_features(candidates, classifier.labels, log_probabilities)
+
     def features(
         self,
         request: RecommendationRequest,
@@ -154,9 +175,11 @@ class Recommender:
         exclude_chunk_ids: Sequence[int] = (),
         recorded: RetrievalRecord | None = None,
         adapter: str | None = None,
+        classifier: CaseClassifier | None = None,
     ) -> Features:
         """Every candidate's evidence and model scores (with `adapter`; None: the base model)."""
-        return self.score(self.evidence(request, exclude_chunk_ids=exclude_chunk_ids, recorded=recorded), adapter)
+        found = self.evidence(request, exclude_chunk_ids=exclude_chunk_ids, recorded=recorded, classifier=classifier)
+        return self.score(found, adapter)
 
     def score(self, found: Evidence, adapter: str | None) -> Features:
         """Adds the model's scores of every candidate (with `adapter`) to the evidence."""
@@ -218,14 +241,18 @@ class Recommender:
         recommendation_id: str | None = None,
         recorded: RetrievalRecord | None = None,
         adapter: str | None = None,
+        classifier: ServingClassifier | None = None,
         listener: Listener | None = None,
     ) -> tuple[Recommendation, RetrievalRecord]:
         """The answer to an already cleaned request (see `clean_request`), not yet stored, and the retrieval
         it came from (`recorded`: recompute from that retrieval instead of searching). Every model call uses
-        `adapter` (None: the base model), fixed for the whole request. `listener` hears the differential as
-        soon as it is decided, then the treatment plan as it is generated."""
+        `adapter` (None: the base model), fixed for the whole request, and the case `classifier` the fusion
+        was calibrated with. `listener` hears the differential as soon as it is decided, then the treatment
+        plan as it is generated."""
         started = time.perf_counter()
-        feats = self.features(request, recorded=recorded, adapter=adapter)
+        feats = self.features(
+            request, recorded=recorded, adapter=adapter, classifier=classifier.model if classifier else None
+        )
         differential, reason = self.decide(feats, fusion, mode=request.mode)
         if listener is not None:
             listener(
@@ -260,6 +287,7 @@ class Recommender:
             base_model=self.generator.model_name,
             base_model_sha256=self.generator.model_sha256,
             adapter_version=adapter,
+            classifier_version=classifier.version if classifier else None,
             encoder_version=retrieval.encoder_version,
             prompt_version=PROMPT_VERSION,
             calibration_id=calibration_id,
@@ -312,6 +340,14 @@ class Recommender:
             listener=listener,
         )
         return PlannedTreatment(plan=plan, sources=all_sources, rows=recorded_rows)
+
+
+@dataclass(frozen=True)
+class ServingClassifier:
+    """The case classifier a request is answered with, and its stored version (for provenance)."""
+
+    version: str
+    model: CaseClassifier
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class UpdateReport:
     data_watermark: int | None = None
     new_cases: int | None = None
     encoder: dict[str, Any] | None = None  # the encoder stage's own report, when it ran
+    classifier: dict[str, Any] | None = None  # the classifier stage's own report, when it ran
     # The adapter stage, once it builds a candidate (`image_fusion` may be None: no image projector).
     split: CaseSplit | None = None
     labels: dict[str, Any] | None = None  # the poisoning guard's report
@@ -54,6 +55,7 @@ class UpdateReport:
     training: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None  # {"candidate": ..., "champion": ...}
     gate: GateResult | None = None
+    language_model: dict[str, Any] | None = None  # the adapter's own accuracy, weight and share in the fusion
     timings: dict[str, float] | None = None
     calibration_id: int | None = None
     adapter_status: str | None = None

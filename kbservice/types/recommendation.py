@@ -135,6 +135,7 @@ class Provenance:
     mode: str
     candidates: int
     created_at: str
+    classifier_version: str | None = None  # the case classifier whose scores entered the fusion
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def state_of(run: Cli) -> tuple:
 
 def test_init_is_idempotent(run: Cli) -> None:
     out, _ = run("init")
-    assert "migration 0008" in out
+    assert "migration 0009" in out
 
 
 def test_full_command_tour(run: Cli, tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_database_at_older_migration_is_refused(run: Cli, database_url: str) -> 
     command.downgrade(migrate.alembic_config(engine), "0001")
     engine.dispose()
     _, err = run("versions", expect=1)
-    assert "at migration 0001 but this kbservice needs 0008" in err and "kbservice init" in err
+    assert "at migration 0001 but this kbservice needs 0009" in err and "kbservice init" in err
     run("init")
     assert run.json("versions") == []
 

@@ -114,7 +114,10 @@ def test_eval_continual_reports_each_batch(run: Cli, tmp_path: Path) -> None:
     assert result["batches"][0]["test_cases"] < result["batches"][1]["test_cases"] == 8
     assert [b["update"]["status"] for b in result["batches"]] == ["promoted", "promoted"]
     for b in result["batches"]:
-        assert {"accuracy", "macro_f1", "ece"} <= b["base_rag"].keys() & b["champion_rag"].keys()
+        assert {"accuracy", "macro_f1", "ece", "per_class_recall"} <= b["base_rag"].keys() & b["champion_rag"].keys()
+        # The baselines saw the same training cases so far and answered the same test cases.
+        assert set(b["baselines"]) == {"majority", "tfidf_logreg", "embedding_logreg", "knn_vote"}
+        assert set(b["baselines"]["knn_vote"]["per_class_recall"]) == set(b["champion_rag"]["per_class_recall"])
     assert isinstance(result["backward_transfer"], float) and "joint" in result
     check_json_keys("eval continual", result)
     _, err = run("eval", "continual", "--cases", str(train), "--test", str(test), "--batches", "99", expect=1)

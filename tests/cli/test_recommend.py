@@ -98,6 +98,12 @@ def test_eval_diagnosis_on_a_fresh_store(run: Cli, tmp_path: Path) -> None:
         assert result["cases"] == 6 and result["mode"] == mode
         assert {"accuracy", "macro_f1", "ece", "abstention_rate", "per_class_recall", "latency_s"} <= result.keys()
         assert 0 <= result["accuracy"] <= 1 and result["latency_s"]["p50"] > 0
+        # The baselines were fitted on the same training cases and scored on the same test cases.
+        assert set(result["baselines"]) == {"majority", "tfidf_logreg", "embedding_logreg", "knn_vote"}
+        assert set(result["baselines"]["majority"]["per_class_recall"]) == set(result["per_class_recall"])
+        assert result["verdict"]["best_baseline"] in result["baselines"] and result["verdict"]["text"]
+        assert set(result["risk_coverage"]) == {"accuracy_at_100pct", "accuracy_at_90pct", "accuracy_at_80pct"}
+        assert result["risk_coverage"]["accuracy_at_100pct"] == result["accuracy"]
         check_json_keys(f"eval diagnosis {mode}", result)
     assert "ablation" in run.json("eval", "diagnosis", "--cases", str(test), "--train", str(train))
     assert run.json("cases") == []  # the evaluation's store was temporary
