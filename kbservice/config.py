@@ -56,6 +56,8 @@ class RecommendSettings(BaseModel):
     treatment_sources: int = Field(3, ge=0)  # treatment sentences, one per source
     treatment_max_new_tokens: int = Field(48, ge=8)
     calibration_cases: int = Field(300, ge=10)  # held-out cases sampled to fit the fusion weights
+    # An evidence group enters the fusion only if it lowers the out-of-fold log-loss per case by this much.
+    fusion_group_margin: float = Field(0.005, ge=0)
 
 
 class IndexSettings(BaseModel):
@@ -120,6 +122,14 @@ class ApiSettings(BaseModel):
     max_upload_mb: float = Field(50, gt=0)  # per request
     job_threads: int = Field(2, ge=1)  # background jobs run on this many threads per worker
     watch_champion_s: float = Field(2.0, gt=0)  # how often a worker looks for a new champion adapter
+    # An Idempotency-Key claim whose request never finished (its process died) may be retried after this
+    # long, or at once when its process is certainly gone (same host).
+    idempotency_stale_s: float = Field(600.0, gt=0)
+    # Mark the web page's session cookie Secure even when the request arrived as plain HTTP (set it behind a
+    # TLS-terminating proxy that does not forward the scheme); over HTTPS it is Secure anyway.
+    secure_cookie: bool = False
+    # SIGTERM: requests and streams in flight get this long to finish, then background jobs get as long again.
+    shutdown_grace_s: float = Field(30.0, ge=0)
 
 
 class ImagingSettings(BaseModel):

@@ -104,7 +104,7 @@ class Services:
 
     @cached_property
     def idempotency(self) -> IdempotencyStore:
-        return IdempotencyStore(self.engine)
+        return IdempotencyStore(self.engine, stale_after_s=self.settings.api.idempotency_stale_s)
 
     @cached_property
     def jobs(self) -> JobStore:

@@ -16,7 +16,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kbservice"
 # Layers of DESIGN.md, from the ground up. A room may import the rooms of lower layers, and those rooms of its
 # own layer that SAME_LAYER names (never both ways: the cycle test would fail).
 LAYERS: list[set[str]] = [
-    {"kbservice", "types", "errors", "config", "checksums", "progress", "classification", "negation"},
+    {
+        "kbservice",
+        "types",
+        "errors",
+        "config",
+        "checksums",
+        "progress",
+        "classification",
+        "negation",
+        "control_characters",
+        "process_identity",
+    },
     {"db", "audit", "llm", "keys"},
     {"index", "ingest", "imaging", "classifier"},
     {"retrieve"},

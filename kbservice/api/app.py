@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kbservice import __version__
 from kbservice.api import problems
-from kbservice.api.jobs import JobRunner
+from kbservice.api.jobs import JobRunner, reap_orphaned_jobs
 from kbservice.api.middleware import API_PREFIX, RequestBookkeeping
 from kbservice.api.routes import api_keys, audit, cases, knowledge, learning, operations, recommendations
 from kbservice.api.schemas import CaseIn
@@ -55,14 +55,18 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from kbservice.learn.hot_swap import ChampionWatcher
 
+        await run_in_threadpool(reap_orphaned_jobs, built)  # jobs of a worker that died before this start
         await run_in_threadpool(warm, built, model_loaded=app.state.model_loaded)
         watcher = ChampionWatcher(built, interval_s=built.settings.api.watch_champion_s)
         await run_in_threadpool(watcher.start)
         try:
             yield
-        finally:
+        finally:  # SIGTERM: uvicorn has stopped accepting and let in-flight requests finish
+            from kbservice.learn.lease_guard import request_stop
+
             watcher.stop()
-            app.state.jobs.shutdown()
+            request_stop()  # an update cycle running as a job stops at its next check and frees the lease
+            app.state.jobs.shutdown(grace_s=built.settings.api.shutdown_grace_s)
             if services is None:
                 built.close()
 
@@ -79,6 +83,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     problems.install(app)
     for module in (knowledge, cases, recommendations, learning, audit, api_keys, operations):
         app.include_router(module.router, prefix=API_PREFIX)
+    # The probes and metrics also at the root, where orchestrators and scrapers look by convention
+    # (Kubernetes /healthz and /readyz, Prometheus /metrics); the /v1 ones stay.
+    app.include_router(operations.router)
     from kbservice.api import web
 
     app.include_router(web.router)

@@ -15,7 +15,7 @@ from kbservice.api import metrics
 log = logging.getLogger(__name__)
 API_PREFIX = "/v1"
 # Probes are unauthenticated and frequent; auditing them would bury the log in noise.
-UNAUDITED = frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz"})
+UNAUDITED = frozenset({f"{API_PREFIX}/healthz", f"{API_PREFIX}/readyz", "/healthz", "/readyz"})
 
 
 def _route_template(scope: Scope) -> str:

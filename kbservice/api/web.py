@@ -1,10 +1,14 @@
 """The auditors' web page: server-rendered HTML over the same functions as the API, signed in with an API key.
 
-The key is kept in an HTTP-only, same-site cookie and checked on every page exactly as a bearer key is.
+The key is kept in an HTTP-only, same-site cookie (Secure when the request came over HTTPS or
+`api.secure_cookie` says so) and checked on every page exactly as a bearer key is. Every page forbids
+framing and content sniffing, and its Content-Security-Policy lets only the page's own style and script
+run (a fresh nonce per response): injected markup could not run a script or send a form elsewhere.
 """
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,18 +37,39 @@ def _signed_in(request: Request) -> Principal | None:
     return principal_for(request, key) if key else None
 
 
+def with_page_headers(response: Response, nonce: str | None = None) -> Response:
+    """The security headers every page response carries (see the module doc)."""
+    sources = f"'nonce-{nonce}'" if nonce else "'none'"
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; style-src {sources}; script-src {sources}; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def _render(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    nonce = secrets.token_urlsafe(16)
+    response = templates.TemplateResponse(request, template, context | {"csp_nonce": nonce}, status_code=status_code)
+    return with_page_headers(response, nonce)
+
+
+def _redirect(url: str) -> Response:
+    return with_page_headers(RedirectResponse(url, status_code=303))
+
+
 def _page(request: Request, template: str, permission: str, *more: str, **context: Any) -> Response:
     """Renders `template` for a signed-in key whose role has one of the permissions; else the sign-in page
     (no key) or 403 (a key without the role)."""
     principal = _signed_in(request)
     if principal is None:
-        return templates.TemplateResponse(
-            request, "login.html", {"title": "Sign in", "principal": None}, status_code=401
-        )
+        return _render(request, "login.html", {"title": "Sign in", "principal": None}, status_code=401)
     if not any(keys.allows(principal.role, p) for p in (permission, *more)):
         raise Problem(403, "forbidden", "Forbidden", f"role {principal.role!r} may not view this page")
     data = context.pop("load")() if "load" in context else {}
-    return templates.TemplateResponse(request, template, {"principal": principal, **context, **data})
+    return _render(request, template, {"principal": principal, **context, **data})
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -62,20 +87,17 @@ def home(request: Request) -> Response:
 @router.post("/ui/login")
 def login(request: Request, key: Annotated[str, Form()]) -> Response:
     if principal_for(request, key.strip()) is None:
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"title": "Sign in", "principal": None, "error": "Unknown or revoked key."},
-            status_code=401,
-        )
-    response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE_NAME, key.strip(), httponly=True, samesite="strict", path="/")
+        context = {"title": "Sign in", "principal": None, "error": "Unknown or revoked key."}
+        return _render(request, "login.html", context, status_code=401)
+    response = _redirect("/")
+    secure = request.url.scheme == "https" or _services(request).settings.api.secure_cookie
+    response.set_cookie(COOKIE_NAME, key.strip(), httponly=True, samesite="strict", path="/", secure=secure)
     return response
 
 
 @router.get("/ui/logout")
 def logout() -> Response:
-    response = RedirectResponse("/", status_code=303)
+    response = _redirect("/")
     response.delete_cookie(COOKIE_NAME, path="/")
     return response
 
@@ -161,7 +183,7 @@ def recommendations_page(request: Request) -> Response:
 
 @router.get("/ui/recommendations/lookup")
 def recommendation_lookup(id: str) -> Response:
-    return RedirectResponse(f"/ui/recommendations/{id.strip()}", status_code=303)
+    return _redirect(f"/ui/recommendations/{id.strip()}")
 
 
 @router.get("/ui/recommendations/{recommendation_id}", response_class=HTMLResponse)

@@ -160,6 +160,17 @@ def machine_actor() -> str:
     return f"cli:{author_or_user(None)}@{socket.gethostname()}"
 
 
+MAX_VERSION = 2**63 - 1  # knowledge versions and audit sequence numbers are 64-bit integers in both databases
+
+
+def check_version(value: int | None) -> int | None:
+    """Typer callback for a knowledge version or sequence number: one no database can hold is a usage error
+    (one line, exit 1), not an OverflowError traceback from the driver."""
+    if value is not None and not 0 <= value <= MAX_VERSION:
+        raise KBError(f"{value} is out of range: versions and sequence numbers are whole numbers 0..{MAX_VERSION}")
+    return value
+
+
 def check_mode(mode: str) -> str:
     if mode not in ("rag", "no-rag"):
         raise typer.BadParameter("mode must be rag or no-rag", param_hint="--mode")

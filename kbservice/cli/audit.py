@@ -7,13 +7,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbservice.cli.app import JsonFlag, audit_app, author_or_user, out, print_json, print_recommendation, state
+from kbservice.cli.app import (
+    JsonFlag,
+    audit_app,
+    author_or_user,
+    check_version,
+    out,
+    print_json,
+    print_recommendation,
+    state,
+)
 
 
 @audit_app.command("list")
 def audit_list(
     limit: Annotated[int, typer.Option(min=1, help="At most this many entries, oldest first.")] = 100,
-    after: Annotated[int, typer.Option(help="Start after this sequence number.")] = 0,
+    after: Annotated[int, typer.Option(callback=check_version, help="Start after this sequence number.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
     """List audit entries (seq, time, kind, actor, payload, hashes)."""

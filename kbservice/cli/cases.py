@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kbservice.cli.app import JsonFlag, app, author_or_user, ingest_app, out, print_json, progress, state
+from kbservice.cli.app import JsonFlag, app, author_or_user, check_version, ingest_app, out, print_json, progress, state
 
 
 @ingest_app.command("cases")
@@ -42,7 +42,10 @@ def ingest_cases_command(
 
 @app.command()
 def cases(
-    as_of: Annotated[int | None, typer.Option("--as-of", help="Cases valid at this version (default: newest).")] = None,
+    as_of: Annotated[
+        int | None,
+        typer.Option("--as-of", callback=check_version, help="Cases valid at this version (default: newest)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """List the stored cases (after de-identification) with their store id and the version that added them."""

@@ -13,6 +13,7 @@ from kbservice.cli.app import (
     JsonFlag,
     app,
     author_or_user,
+    check_version,
     encoders_app,
     images_app,
     out,
@@ -25,7 +26,10 @@ from kbservice.cli.app import (
 def images_similar(
     image: ImageOption,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many similar prior cases.")] = 5,
-    as_of: Annotated[int | None, typer.Option("--as-of", help="Cases valid at this version (default: newest).")] = None,
+    as_of: Annotated[
+        int | None,
+        typer.Option("--as-of", callback=check_version, help="Cases valid at this version (default: newest)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Prior cases whose images are most similar (champion encoder's image index), one row per case."""

@@ -13,6 +13,7 @@ from kbservice.cli.app import (
     JsonFlag,
     app,
     author_or_user,
+    check_version,
     err,
     index_app,
     ingest_app,
@@ -79,7 +80,9 @@ def ingest_guidelines_command(
 def search(
     query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="How many hits.")] = 10,
-    as_of: Annotated[int | None, typer.Option("--as-of", help="Search the knowledge valid at this version.")] = None,
+    as_of: Annotated[
+        int | None, typer.Option("--as-of", callback=check_version, help="Search the knowledge valid at this version.")
+    ] = None,
     mode: Annotated[str, typer.Option(help="dense | lexical | hybrid")] = "hybrid",
     as_json: JsonFlag = False,
 ) -> None:
@@ -126,8 +129,8 @@ def versions(as_json: JsonFlag = False) -> None:
 
 @app.command()
 def diff(
-    v1: Annotated[int, typer.Argument(help="From version.")],
-    v2: Annotated[int, typer.Argument(help="To version.")],
+    v1: Annotated[int, typer.Argument(callback=check_version, help="From version.")],
+    v2: Annotated[int, typer.Argument(callback=check_version, help="To version.")],
     as_json: JsonFlag = False,
 ) -> None:
     """Documents and chunks added and removed between two versions."""
@@ -158,7 +161,8 @@ def retract(
 @app.command()
 def documents(
     as_of: Annotated[
-        int | None, typer.Option("--as-of", help="Documents valid at this version (default: newest).")
+        int | None,
+        typer.Option("--as-of", callback=check_version, help="Documents valid at this version (default: newest)."),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:

@@ -13,6 +13,7 @@ from kbservice.cli.app import (
     app,
     author_or_user,
     check_mode,
+    check_version,
     models_app,
     out,
     print_json,
@@ -35,7 +36,8 @@ def recommend(
     age: Annotated[int | None, typer.Option("--age", min=0, max=130, help="Age in years.")] = None,
     sex: Annotated[str | None, typer.Option("--sex", help="F or M.")] = None,
     as_of: Annotated[
-        int | None, typer.Option("--as-of", help="Answer from the knowledge valid at this version.")
+        int | None,
+        typer.Option("--as-of", callback=check_version, help="Answer from the knowledge valid at this version."),
     ] = None,
     adapter: Annotated[
         str | None, typer.Option("--adapter", help="Adapter version, or `none` for the base model (default: champion).")

@@ -46,7 +46,8 @@ def serve(
         # Access lines would carry query strings (search text may quote a patient note); every request is
         # recorded instead in the audit log (key name, route template, status, duration) and the metrics.
         access_log=False,
-        timeout_graceful_shutdown=30,
+        # SIGTERM stops accepting at once and lets requests and streams in flight finish within the grace.
+        timeout_graceful_shutdown=state.settings.api.shutdown_grace_s,
     )
 
 

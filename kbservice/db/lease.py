@@ -4,10 +4,17 @@ Taking, renewing and releasing run inside the serialised write transaction (BEGI
 advisory transaction lock on PostgreSQL), so two contenders can never both see the lease free. A holder
 that dies simply stops renewing; its lease lapses after `seconds` and may then be taken over. Expiry uses
 each machine's clock: keep `seconds` far above any clock skew between them.
+
+A lease names one acquisition, not a person: the stored holder is the given name (for humans) plus the
+process, host and a random token drawn per `Lease` object. Two commands run by the same user, or two API
+calls with the same key, are different holders; only the object that took the lease renews or releases it.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import time
 
 from sqlalchemy import Engine, insert, select, update
@@ -20,11 +27,12 @@ class Lease:
     def __init__(self, engine: Engine, *, name: str, holder: str, seconds: float) -> None:
         self.engine = engine
         self.name = name
-        self.holder = holder
+        self.holder = f"{holder} (pid {os.getpid()} on {socket.gethostname()}) #{secrets.token_hex(8)}"
         self.seconds = seconds
 
     def acquire(self) -> bool:
-        """Takes the lease if it is free, lapsed or already ours; False if someone else holds it."""
+        """Takes the lease if it is free, lapsed or already held by this object; False if anyone else holds
+        it (another process, or another acquisition by the same user)."""
         now = time.time()
         with write_transaction(self.engine) as conn:
             row = conn.execute(select(leases).where(leases.c.name == self.name)).first()

@@ -277,7 +277,8 @@ idempotency_keys = Table(
     Column("status", String(16), nullable=False),  # running | done
     Column("response_status", Integer),
     Column("response_body", JSON),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),  # when the current claim was taken
+    Column("owner", String(200)),  # the process running the request (process_identity); None before 0010
 )
 
 # Background jobs of the API (large ingests, update cycles): any worker process can report on any job.
@@ -293,6 +294,7 @@ jobs = Table(
     Column("created_by", String(100), nullable=False),
     Column("result", JSON),
     Column("error", JSON),
+    Column("worker", String(200)),  # the process whose threads run the job (process_identity); None before 0010
 )
 
 # The images of cases, de-identified before this row is written. `pixels` is the normalised size x size

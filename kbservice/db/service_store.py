@@ -7,12 +7,13 @@ sees the same keys, the same idempotency records and the same jobs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from kbservice import process_identity
 from kbservice.db.engine import write_transaction
 from kbservice.db.schema import api_keys, idempotency_keys, jobs
 from kbservice.errors import DuplicateKeyNameError, UnknownJobError, UnknownKeyError
@@ -99,25 +100,65 @@ class IdempotencyRecord:
 
 
 class IdempotencyStore:
-    def __init__(self, engine: Engine) -> None:
+    """A claim is "running" while its request runs. A process that dies mid-request (killed, crashed,
+    restarted) never completes or releases it; such a claim expires when its owner process is certainly
+    gone, or `stale_after_s` after it was taken, and the next retry takes it over and runs the request again.
+    Running again is safe because what these requests do is itself exactly-once: an ingest commits whole
+    or not at all, and re-ingesting what did commit is a no-op (guidelines) or refused (case ids)."""
+
+    def __init__(self, engine: Engine, *, stale_after_s: float = 600.0) -> None:
         self.engine = engine
+        self.stale_after_s = stale_after_s
 
     def claim(self, *, scope: str, request_sha256: str) -> IdempotencyRecord | None:
         """Claims `scope` for this request: None when claimed now (go ahead), else the existing record."""
+        owner = process_identity.current()
         try:
             with write_transaction(self.engine) as conn:
                 conn.execute(
                     insert(idempotency_keys).values(
-                        scope=scope, request_sha256=request_sha256, status="running", created_at=datetime.now(UTC)
+                        scope=scope,
+                        request_sha256=request_sha256,
+                        status="running",
+                        created_at=datetime.now(UTC),
+                        owner=owner,
                     )
                 )
             return None
         except IntegrityError:
-            with self.engine.connect() as conn:
+            with write_transaction(self.engine) as conn:
                 row = conn.execute(select(idempotency_keys).where(idempotency_keys.c.scope == scope)).first()
-            if row is None:  # released between our insert and read: let the client retry
-                return IdempotencyRecord(request_sha256, "running", None, None)
+                if row is None:  # released between our insert and read: let the client retry
+                    return IdempotencyRecord(request_sha256, "running", None, None)
+                if row.status == "running" and row.request_sha256 == request_sha256 and self._abandoned(row):
+                    conn.execute(
+                        update(idempotency_keys)
+                        .where(idempotency_keys.c.scope == scope)
+                        .values(created_at=datetime.now(UTC), owner=owner)
+                    )
+                    return None  # taken over: this request runs it again
             return IdempotencyRecord(row.request_sha256, row.status, row.response_status, row.response_body)
+
+    def _abandoned(self, row: Any) -> bool:
+        claimed_at = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        expired = datetime.now(UTC) - claimed_at > timedelta(seconds=self.stale_after_s)
+        return expired or process_identity.is_gone(row.owner)
+
+    def release_job(self, job_id: str) -> int:
+        """Forgets the completed claims whose response handed out `job_id` (its job failed without doing its
+        work), so that a retry with the same key submits the work again. Returns how many."""
+        with write_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(idempotency_keys.c.scope, idempotency_keys.c.response_body).where(
+                    idempotency_keys.c.status == "done", idempotency_keys.c.response_status == 202
+                )
+            ).all()
+            scopes = [
+                r.scope for r in rows if isinstance(r.response_body, dict) and r.response_body.get("job_id") == job_id
+            ]
+            if scopes:
+                conn.execute(idempotency_keys.delete().where(idempotency_keys.c.scope.in_(scopes)))
+        return len(scopes)
 
     def complete(self, *, scope: str, response_status: int, response_body: Any) -> None:
         with write_transaction(self.engine) as conn:
@@ -138,12 +179,45 @@ class JobStore:
         self.engine = engine
 
     def create(self, *, job_id: str, kind: str, created_by: str) -> None:
+        """A queued job, run by this process's job threads (its `worker`)."""
         with write_transaction(self.engine) as conn:
             conn.execute(
                 insert(jobs).values(
-                    id=job_id, kind=kind, status="queued", created_at=datetime.now(UTC), created_by=created_by
+                    id=job_id,
+                    kind=kind,
+                    status="queued",
+                    created_at=datetime.now(UTC),
+                    created_by=created_by,
+                    worker=process_identity.current(),
                 )
             )
+
+    def reap_orphans(self) -> list[str]:
+        """Marks failed every queued or running job whose worker process is certainly gone (killed, crashed,
+        restarted: its threads died with it). Returns their ids. A job of another machine cannot be checked
+        from here and is left alone."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.id, jobs.c.worker).where(jobs.c.status.in_(("queued", "running")))).all()
+        reaped = []
+        for row in rows:
+            if not process_identity.is_gone(row.worker):
+                continue
+            error = {
+                "type": "https://kbservice.dev/problems/worker-died",
+                "title": "Worker died",
+                "status": 500,
+                "detail": f"the process that ran this job ({row.worker}) is gone; the job's work is all-or-nothing, "
+                "so nothing of it was kept. Retry the request (the same Idempotency-Key runs it again).",
+            }
+            with write_transaction(self.engine) as conn:
+                done = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == row.id, jobs.c.status.in_(("queued", "running")))
+                    .values(status="failed", finished_at=datetime.now(UTC), error=error)
+                ).rowcount
+            if done:
+                reaped.append(row.id)
+        return reaped
 
     def start(self, job_id: str) -> None:
         self._set(job_id, status="running", started_at=datetime.now(UTC))

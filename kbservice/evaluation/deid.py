@@ -222,7 +222,12 @@ TEMPLATES: list[tuple[str, tuple[str, ...]]] = [
     ("The patient is a {age}-year-old with the findings below.", ("age",)),
     ("Records were uploaded to {url} from {ip}.", ("url", "ip")),
     ("Her daughter, {name}, accompanied her.", ("name",)),
+    # Shapes an adversarial pass found (issue 15): an address without commas, a city on its own.
+    ("Lives at {street} {city} {state} {zip}.", ("street", "city", "zip")),
+    ("She lives in {city} with her husband.", ("city",)),
 ]
+# Clinical sentences seeded beside the identifiers: the drug (capitalised, as transcribed) must survive.
+CLINICAL_TEMPLATES = ["Treatment: {drug}; review in two weeks.", "Started {drug} yesterday."]
 
 
 def _clinical_terms(text: str, drugs: list[str]) -> list[str]:
@@ -263,6 +268,8 @@ def evaluate_deid(*, notes_csv: Path, drugs_csv: Path, notes: int, seed: int = 7
             sentences.insert(position, template.format(**values))
             # An age is checked as "<age>-year-old": the bare number often occurs in the note (e.g. a pulse of 99).
             inserted += [(key, f"{values[key]}-year-old" if key == "age" else values[key]) for key in keys]
+        drug = rng.choice(drugs).capitalize()
+        sentences.insert(rng.randint(0, len(sentences)), rng.choice(CLINICAL_TEMPLATES).format(drug=drug))
         seeded_note = " ".join(sentences)
         result = scrub(seeded_note).text
         for key, value in inserted:
@@ -272,7 +279,7 @@ def evaluate_deid(*, notes_csv: Path, drugs_csv: Path, notes: int, seed: int = 7
                 missed_by_type[key] += 1
             else:
                 caught += 1
-        original_terms = Counter(_clinical_terms(note, drugs))
+        original_terms = Counter(_clinical_terms(seeded_note, drugs))
         scrubbed_terms = Counter(_clinical_terms(result, drugs))
         for term, count in original_terms.items():
             clinical_total += count

@@ -7,6 +7,7 @@ applied. SQL stays the source of truth: a replica can always be rebuilt from the
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +19,12 @@ from kbservice.db.store import KnowledgeStore
 from kbservice.errors import IndexMismatchError
 from kbservice.index.faiss_index import PQ_MIN_VECTORS, build_index
 from kbservice.index.protocols import VectorIndex
-from kbservice.index.snapshot import Manifest, load_snapshot, write_snapshot
+from kbservice.index.snapshot import Manifest, load_snapshot, remove_leftovers, write_snapshot
 from kbservice.types import IndexHealth
 
 _REPORTED_IDS = 20  # verify lists at most this many missing/orphan ids
+
+log = logging.getLogger(__name__)
 
 
 class IndexReplica:
@@ -75,6 +78,9 @@ class IndexReplica:
     def _load_from_disk(self) -> tuple[VectorIndex, Manifest | None]:
         """The checked snapshot, or an empty index when none was written; IndexMismatchError otherwise."""
         self._check_stored_embedder()
+        removed = remove_leftovers(self.directory)  # a snapshot writer killed mid-write leaves temp files
+        if removed:
+            log.warning("removed %d file(s) left by an interrupted index snapshot: %s", len(removed), removed)
         loaded = load_snapshot(
             self.directory, embedder_id=self.embedder_id, dimension=self.dimension, settings=self.settings
         )

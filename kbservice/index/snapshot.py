@@ -98,6 +98,24 @@ def write_snapshot(index: VectorIndex, directory: Path, *, applied_seq: int, emb
         return manifest
 
 
+def remove_leftovers(directory: Path) -> list[str]:
+    """Deletes what a snapshot writer killed mid-write left behind: temp files, and index files no manifest
+    names. Under the snapshot lock, so a live writer's temp files are never touched. Returns their names."""
+    if not directory.exists():
+        return []
+    with snapshot_lock(directory):
+        try:
+            named = read_manifest(directory)
+        except IndexMismatchError:
+            return []  # a corrupt manifest: leave every file for `index verify` and the operator
+        keep = named.index_file if named else None
+        leftovers = [p for p in directory.glob(".*.tmp")]
+        leftovers += [p for p in directory.glob("index-*.faiss") if p.name != keep]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+    return sorted(p.name for p in leftovers)
+
+
 def read_manifest(directory: Path) -> Manifest | None:
     """The current manifest, None when no snapshot was ever written, IndexMismatchError when unreadable."""
     path = directory / MANIFEST_NAME

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kbservice.control_characters import drop_control_characters_in
 from kbservice.errors import IngestError
 
 FIELDS = ("id", "findings", "history", "age", "sex", "diagnosis", "treatment", "images", "labeled_by")
@@ -118,6 +119,7 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
 
 def validate_row(record: dict[str, Any], *, labeled_by: str | None, max_chars: int) -> CaseDraft:
     """A CaseDraft for one raw record (not yet de-identified), or RowError naming the bad field."""
+    record = drop_control_characters_in(record)
     unknown = sorted(set(record) - set(FIELDS))
     if unknown:
         raise RowError(f"unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(FIELDS)}")

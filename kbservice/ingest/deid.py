@@ -21,6 +21,12 @@ _STREET = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
     r"Parkway|Pkwy|Highway|Hwy|Circle|Cir)\.?"
 )
+# US state and territory codes: a city before one of these (and a ZIP) is a place, not a word of the note.
+_STATE = (
+    r"(?:AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|"
+    r"ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC|PR)"
+)
+_CITY = r"(?:[A-Z][a-z]+\s+){0,2}[A-Z][a-z]+"
 _ID_LABEL = (
     r"(?:MRN|MR#|medical record(?:\s+(?:number|no\.?|#))?|account(?:\s+(?:number|no\.?|#))?|acct\.?(?:\s*#)?|"
     r"patient\s+id|chart(?:\s+(?:number|#))?|encounter(?:\s+(?:number|#))?|health\s+plan(?:\s+number)?|"
@@ -39,7 +45,14 @@ RULES: list[tuple[str, re.Pattern[str], int]] = [
     ("[DATE]", re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), 0),
     ("[DATE]", re.compile(rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I), 0),
     ("[DATE]", re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}\b", re.I), 0),
-    ("[ADDRESS]", re.compile(rf"\b\d{{1,6}}\s+(?:[A-Z][A-Za-z]+\.?\s+){{1,4}}{_STREET}(?=\W|$)"), 0),
+    # A street address runs on into its city and state when they follow ("17 Baker Road Boston MA"): the
+    # language model does not see "Boston" as a place there, so the rule takes it.
+    (
+        "[ADDRESS]",
+        re.compile(rf"\b\d{{1,6}}\s+(?:[A-Z][A-Za-z]+\.?\s+){{1,4}}{_STREET}(?:,?\s+{_CITY},?\s+{_STATE}\b)?(?=\W|$)"),
+        0,
+    ),
+    ("[LOCATION]", re.compile(rf"\b({_CITY}),?\s+{_STATE}(?=\s+\d{{5}}(?:-\d{{4}})?\b)"), 1),
     ("[ADDRESS]", re.compile(r"\b(?:P\.?\s?O\.?\s+Box|Apt\.?|Suite|Unit)\s*#?\s*\d+[A-Z]?\b", re.I), 0),
     ("[ZIP]", re.compile(r"(?<=\b[A-Z]{2}\s)\d{5}(?:-\d{4})?\b"), 0),
     ("[AGE>89]", re.compile(r"\b(9\d|1[0-2]\d)(?=(?:[-\s]?(?:years?|yrs?|y/?o)\b))", re.I), 1),
@@ -83,7 +96,19 @@ _CLINICAL_NOUN_AFTER = re.compile(
 )
 # Inside these sections a capitalised word is a drug or an allergen far more often than a person.
 # Headers are upper case ("ALLERGIES:") or title case ("Allergies:"), as transcription styles vary.
-_MEDICATION_SECTION = re.compile(r"[A-Za-z /&-]*(?:MEDICATION|ALLERG|DRUG|PRESCRI)[A-Za-z /&-]*:", re.I)
+_MEDICATION_SECTION = re.compile(
+    r"[A-Za-z /&-]*(?:MEDICATION|ALLERG|DRUG|PRESCRI|TREATMENT|THERAP|REGIMEN)[A-Za-z /&-]*:", re.I
+)
+# Endings of international nonproprietary drug names (WHO stems): a single word ending so is a drug, not a
+# person or a place ("Treatment: Amoxicillin; ..." had become "[LOCATION]; ...").
+_DRUG_STEM = re.compile(
+    r"[a-z]{2,}(?:cillin|mycin|micin|kacin|cycline|floxacin|conazole|prazole|nidazole|olol|pril|sartan|statin|"
+    r"dipine|tidine|parin|xaban|gatran|gliptin|gliflozin|glitazone|triptan|setron|lukast|oxetine|pramine|"
+    r"azepam|azolam|azepine|barbital|[a-z]caine|olone|asone|sonide|thiazide|semide|profen|fenac|coxib|dronate|"
+    r"formin|tropium|terol|tinib|zumab|ximab|umab|cept|oquine|fulvin|purinol|butol|famide|phamide)"
+    r"|[a-z]{5,}vir",  # antivirals, with a longer stem: "Elvir" is a name
+    re.I,
+)
 _ANY_SECTION = re.compile(r"\b(?:[A-Z][A-Z /&-]{3,}|[A-Z][a-z]{3,}(?: [A-Z]?[a-z]+){0,2}):")
 # Body parts, organs and common laboratory analytes: never a person or a place, whatever the model says.
 _CLINICAL_VOCABULARY = (
@@ -104,6 +129,11 @@ _NAME_CUE = re.compile(
     r"(?:name|Dr|Mr|Mrs|Ms|Miss|Prof|daughter|son|wife|husband|mother|father|sister|brother|patient)\.?[,:]?\s*$",
     re.I,
 )
+# A word right after a prescribing verb is a drug ("Started Methadone yesterday": the model took the verb
+# and the drug for a person's name).
+_PRESCRIBING_VERB = r"(?:started|stopped|continued|resumed|restarted|increased|decreased|discontinued|given|prescribed)"
+_AFTER_PRESCRIBING_VERB = re.compile(rf"^{_PRESCRIBING_VERB}\s+\S+$", re.I)
+_PRESCRIBING_VERB_BEFORE = re.compile(rf"\b{_PRESCRIBING_VERB}\s+(?:on\s+|with\s+)?$", re.I)
 _DRUG_BEFORE = re.compile(r"\d+(?:\.\d+)?\s?(?:mg|mcg|g|mL|ml|units?)\s+(?:of\s+)?$", re.I)
 
 
@@ -115,6 +145,12 @@ def _looks_clinical(text: str, start: int, end: int) -> bool:
         return False
     words = re.findall(r"[A-Za-z]+", piece.lower())
     if words and all(word in _CLINICAL_WORDS for word in words):
+        return True
+    if any(_DRUG_STEM.fullmatch(word) for word in words):  # "Started Budesonide" is no person either
+        return True
+    if _AFTER_PRESCRIBING_VERB.match(piece) or (
+        len(words) == 1 and _PRESCRIBING_VERB_BEFORE.search(text[max(0, start - 25) : start])
+    ):
         return True
     if _LAB_RUN_BEFORE.search(text[max(0, start - 12) : start]) and _LAB_VALUE_AFTER.match(text[end : end + 12]):
         return True

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from kbservice.control_characters import drop_control_characters, drop_control_characters_in
 from kbservice.types import ParsedDocument
 
 SUPPORTED_SUFFIXES = {
@@ -90,13 +91,13 @@ def _decode(data: bytes) -> str:
     if b"\x00" in data[:8192]:
         raise ParseError("binary data, not text (NUL bytes found)")
     try:
-        return data.decode("utf-8-sig")
+        return drop_control_characters(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ParseError(f"not valid UTF-8 (bad byte at offset {exc.start})") from exc
 
 
 def _normalise(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = drop_control_characters(text).replace("\r\n", "\n").replace("\r", "\n")
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
@@ -221,7 +222,7 @@ def _parse_jsonl(text: str, *, key: str, source: str) -> Iterator[ParsedDocument
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = drop_control_characters_in(json.loads(line))  # "\u0000" escapes decode to real NULs
         except json.JSONDecodeError as exc:
             raise ParseError(f"line {line_number}: not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict):

@@ -19,7 +19,7 @@ import numpy as np
 from kbservice.classification import Decision, classification_metrics
 from kbservice.config import LearnSettings
 from kbservice.recommend import evidence
-from kbservice.recommend.calibrate import Example, fit, truth_indices
+from kbservice.recommend.calibrate import Example, fit, fit_selected, truth_indices
 from kbservice.recommend.features import Evidence
 from kbservice.recommend.fusion import Fusion
 from kbservice.recommend.pipeline import Recommender
@@ -48,14 +48,15 @@ def examples_for(
     return out
 
 
-def cross_fitted(examples: Sequence[Example]) -> tuple[Fusion, dict[str, Any]]:
-    """The fusion fitted on all `examples`, and metrics of out-of-fold predictions (2-fold cross-fitting;
-    in-sample when there are too few cases to split)."""
+def cross_fitted(examples: Sequence[Example], *, margin: float) -> tuple[Fusion, dict[str, Any]]:
+    """The fusion fitted on all `examples` (its evidence groups selected with `margin`, see
+    `recommend.group_selection`), and metrics of out-of-fold predictions (2-fold cross-fitting, the
+    selection redone inside each fold; in-sample when there are too few cases to split)."""
     usable = [e for e in examples if e.truth]
     split = min(len(usable[0::2]), len(usable[1::2])) >= 5
     decisions: list[Decision] = []
     nll = []
-    for example, p in _predictions(usable, split=split):
+    for example, p in _predictions(usable, split=split, margin=margin):
         top = int(np.argmax(p))
         assert example.case is not None
         decisions.append(
@@ -67,22 +68,26 @@ def cross_fitted(examples: Sequence[Example]) -> tuple[Fusion, dict[str, Any]]:
     # What the model contributes on its own (its scores with the retrieved context, fitted the same way):
     # the similar-case evidence is shared by both adapters, so this is where an adapter's teaching shows.
     model_only = [
-        int(np.argmax(p)) in e.truth for e, p in _predictions(usable, split=split, names=evidence.LLM_FEATURES)
+        int(np.argmax(p)) in e.truth
+        for e, p in _predictions(usable, split=split, margin=margin, names=evidence.LLM_FEATURES)
     ]
     metrics["model_only_accuracy"] = round(float(np.mean(model_only)), 4)
-    return fit(usable), metrics
+    fusion, selection = fit_selected(usable, margin=margin)
+    metrics["selection"] = selection.as_dict()
+    return fusion, metrics
 
 
 def _predictions(
-    usable: Sequence[Example], *, split: bool, names: Sequence[str] | None = None
+    usable: Sequence[Example], *, split: bool, margin: float, names: Sequence[str] | None = None
 ) -> list[tuple[Example, np.ndarray]]:
-    """Each example with its probabilities from a fusion (of the named features) fitted on the other half
-    of the examples (alternate ones), or on all of them when not `split`."""
+    """Each example with its probabilities from a fusion fitted on the other half of the examples
+    (alternate ones), or on all of them when not `split`: of the named features, else of the groups
+    selected on that half."""
     halves = [list(usable[0::2]), list(usable[1::2])]
     pairs = [(halves[0], halves[1]), (halves[1], halves[0])] if split else [(list(usable), list(usable))]
     out = []
     for fit_on, judge in pairs:
-        fusion = fit(fit_on, names=names)
+        fusion = fit(fit_on, names=names) if names else fit_selected(fit_on, margin=margin)[0]
         out += [(e, fusion.probabilities(e.features.matrix, e.features.names)) for e in judge]
     return out
 

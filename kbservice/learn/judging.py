@@ -60,8 +60,9 @@ def judge_candidate(
     with progress.task("Scoring held-out and frozen cases (candidate, champion)", total=2 * len(gate_cases)) as advance:
         candidate_examples = examples_for(recommender, gate_cases, adapter=candidate, advance=advance)
         champion_examples = examples_for(recommender, gate_cases, adapter=champion, advance=advance)
-    candidate_fusion, candidate_metrics = cross_fitted(candidate_examples)
-    _, champion_metrics = cross_fitted(champion_examples)
+    margin = services.settings.recommend.fusion_group_margin
+    candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, margin=margin)
+    _, champion_metrics = cross_fitted(champion_examples, margin=margin)
     evaluate_s = time.perf_counter() - started
     language_model = language_model_report(candidate_fusion, candidate_examples, candidate_metrics, champion_metrics)
     _, reasons, checks = compare(candidate_metrics, champion_metrics, services.settings.learn)

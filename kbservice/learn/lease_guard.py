@@ -1,5 +1,7 @@
 """Holding the update lease for the length of a cycle: taken at the start, renewed by a heartbeat thread,
-released at the end. A cycle that loses its lease (its heartbeat could not renew in time) stops."""
+released at the end. A cycle that loses its lease (its heartbeat could not renew in time) stops, and so does
+one whose process is shutting down (`request_stop`): it fails at its next check, its run and candidate are
+recorded as failed, and the lease is released, so the next cycle may start at once elsewhere."""
 
 from __future__ import annotations
 
@@ -19,6 +21,18 @@ class LeaseBusyError(ConflictError):
 
 class LeaseLostError(KBError):
     pass
+
+
+class CycleStoppedError(KBError):
+    pass
+
+
+_STOPPING = threading.Event()
+
+
+def request_stop() -> None:
+    """Asks every update cycle of this process to stop at its next lease check (graceful shutdown)."""
+    _STOPPING.set()
 
 
 class HeldLease:
@@ -45,7 +59,9 @@ class HeldLease:
         self._thread.join()
 
     def check(self) -> None:
-        """Raises if the lease was lost: another process may be training now."""
+        """Raises if the lease was lost (another process may be training now) or the process is stopping."""
+        if _STOPPING.is_set():
+            raise CycleStoppedError("the service is shutting down; the update cycle stopped (run it again later)")
         if self.lost:
             raise LeaseLostError(f"lost the {self.lease.name} lease; stopping so that only one cycle trains")
 

@@ -18,9 +18,10 @@ from kbservice.classification import expected_calibration_error
 from kbservice.classifier.model import CaseClassifier
 from kbservice.errors import KBError
 from kbservice.progress import NoProgress, Progress
-from kbservice.recommend import evidence
+from kbservice.recommend import evidence, group_selection
 from kbservice.recommend.features import Features
 from kbservice.recommend.fusion import Fusion, balanced_weights, fit_fusion
+from kbservice.recommend.group_selection import Selection
 from kbservice.recommend.pipeline import Recommender
 from kbservice.recommend.prompts import PROMPT_VERSION
 from kbservice.recommend.request import Mode, request_for_case
@@ -90,6 +91,18 @@ def fit(examples: Sequence[Example], *, names: Sequence[str] | None = None, bala
         example_weights=balanced_weights([primary_class(e) for e in usable]) if balanced else None,
     )
     return Fusion(weights={name: fusion.weights.get(name, 0.0) for name in all_names})
+
+
+def fit_selected(examples: Sequence[Example], *, margin: float) -> tuple[Fusion, Selection]:
+    """The fusion of the evidence groups that lower the out-of-fold log-loss of `examples` by at least
+    `margin` (see `group_selection`), class-balanced, with its record of what was chosen and why."""
+    usable = [e for e in examples if e.truth]
+    if not usable:
+        raise KBError("no held-out case has its diagnosis among its candidates; nothing to fit the fusion on")
+    names = usable[0].features.names
+    return group_selection.fit_selected(
+        [group_selection.Example(e.features.matrix, e.truth, primary_class(e)) for e in usable], names, margin=margin
+    )
 
 
 def score(fusion: Fusion, examples: Sequence[Example]) -> dict[str, float]:
@@ -163,8 +176,8 @@ def calibrate_examples(
             adapter=adapter,
             classifier=classifier,
         )
-    fusion = fit(examples)
-    metrics = score(fusion, examples) | {"cases": len(examples)}
+    fusion, selection = fit_selected(examples, margin=services.settings.recommend.fusion_group_margin)
+    metrics = score(fusion, examples) | {"cases": len(examples), "selection": selection.as_dict()}
     calibration_id = services.recommendations.save_calibration(
         base_model_sha256=services.generator.model_sha256,
         adapter_version=adapter,

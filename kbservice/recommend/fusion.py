@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_L2 = 1e-3  # keeps the fit finite when a feature separates the held-out cases perfectly
+DEFAULT_L2 = 1e-3  # keeps the fit finite when a feature separates the held-out cases perfectly
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ def _log_softmax(scores: np.ndarray) -> np.ndarray:
 
 
 def _objective(
-    w: np.ndarray, features: Sequence[np.ndarray], truths: Sequence[list[int]], weights: np.ndarray
+    w: np.ndarray, features: Sequence[np.ndarray], truths: Sequence[list[int]], weights: np.ndarray, l2: float
 ) -> float:
-    total = _L2 * float(w @ w)
+    total = l2 * float(w @ w)
     for x, truth, weight in zip(features, truths, weights, strict=True):
         log_p = _log_softmax(x @ w)[truth]
         total -= weight * float(log_p.max() + np.log(np.exp(log_p - log_p.max()).sum())) / len(features)
@@ -66,10 +66,11 @@ def fit_fusion(
     names: Sequence[str],
     *,
     example_weights: Sequence[float] | None = None,
+    l2: float = DEFAULT_L2,
     iterations: int = 100,
 ) -> Fusion:
     """Maximum-(weighted-)likelihood weights: each example is (candidates x features, indices of its true
-    labels), optionally weighted (see `balanced_weights`).
+    labels), optionally weighted (see `balanced_weights`), with an L2 penalty `l2` shrinking them toward 0.
 
     The likelihood of an example is the probability mass on its true labels; examples whose labels are not
     among the candidates carry no information and are skipped. Newton's method with a backtracking line
@@ -83,10 +84,10 @@ def fit_fusion(
     gs = np.array([g for _, _, g in kept])
     dims, n = len(names), len(kept)
     w = np.zeros(dims)
-    loss = _objective(w, xs, ts, gs)
+    loss = _objective(w, xs, ts, gs, l2)
     for _ in range(iterations):
-        grad = 2 * _L2 * w
-        hess = 2 * _L2 * np.eye(dims)
+        grad = 2 * l2 * w
+        hess = 2 * l2 * np.eye(dims)
         for x, truth, g in zip(xs, ts, gs, strict=True):
             log_p = _log_softmax(x @ w)
             p = np.exp(log_p)
@@ -106,7 +107,7 @@ def fit_fusion(
         scale = 1.0
         while scale > 1e-6:
             candidate = w - scale * step
-            candidate_loss = _objective(candidate, xs, ts, gs)
+            candidate_loss = _objective(candidate, xs, ts, gs, l2)
             if candidate_loss <= loss - 1e-4 * scale * float(grad @ step):
                 break
             scale /= 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from kbservice.control_characters import drop_control_characters
 from kbservice.errors import InvalidRequestError, UnknownAdapterError
 from kbservice.ingest import deid
 from kbservice.types import RequestImage
@@ -76,8 +77,9 @@ def clean_request(request: RecommendationRequest, *, max_chars: int) -> Recommen
         elif age > 89:
             age = "90+"
     check_adapter(request.adapter)
-    findings = request.findings.replace("\x00", "").strip()  # NUL delimits the prompt's image slot
-    history = (request.history or "").replace("\x00", "").strip()
+    # The one rule for control characters (NUL would also break the prompt's image slot).
+    findings = drop_control_characters(request.findings).strip()
+    history = drop_control_characters(request.history or "").strip()
     return RecommendationRequest(
         findings=deid.scrub(findings).text if findings else "",
         history=deid.scrub(history).text if history else None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -49,6 +51,10 @@ ROUTE_MATRIX = [
     ("GET", "/v1/metrics", "/v1/metrics", {}, {keys.READ}),
     ("GET", "/v1/healthz", "/v1/healthz", {}, PUBLIC),
     ("GET", "/v1/readyz", "/v1/readyz", {}, PUBLIC),
+    # Issue 15: the probes and metrics also at the root, where orchestrators look.
+    ("GET", "/metrics", "/metrics", {}, {keys.READ}),
+    ("GET", "/healthz", "/healthz", {}, PUBLIC),
+    ("GET", "/readyz", "/readyz", {}, PUBLIC),
 ]
 
 
@@ -185,6 +191,97 @@ def test_a_retry_while_the_first_is_running_is_409(live: LiveServer) -> None:
     assert busy.status_code == 409 and problem(busy)["type"].endswith("/idempotency-in-progress")
 
 
+def test_a_rejected_upload_names_the_file_as_sent_never_a_server_path(live: LiveServer) -> None:
+    # Issue 15, defect 6: the problem details showed the server's temporary upload folder.
+    import tempfile
+
+    with live.client("curator") as client:
+        bad = client.post("/v1/guidelines", files=[("files", ("empty.md", b"", "text/markdown"))])
+        no_label = b'{"id": "p-1", "findings": "cough"}\n'
+        rows = client.post("/v1/cases", files={"file": ("../../mine.jsonl", no_label, "application/x-ndjson")})
+        skipped = client.post(
+            "/v1/guidelines",
+            files=[
+                ("files", ("empty.md", b"", "text/markdown")),
+                ("files", ("ok.md", b"# Ok\n\nFine.\n", "text/markdown")),
+            ],
+            data={"skip_bad": "true", "source": "skip-test"},
+        )
+    assert bad.status_code == 422 and rows.status_code == 422 and skipped.status_code == 201, skipped.text
+    for text in (bad.text, rows.text, skipped.text):
+        assert tempfile.gettempdir() not in text and "kbservice-" not in text, text
+    assert problem(bad)["problems"][0]["input"] == "empty.md"
+    assert problem(rows)["problems"][0]["input"].startswith("mine.jsonl")
+    assert skipped.json()["rejected"] == [["empty.md", "empty file"]]
+
+
+def _die_holding(live: LiveServer, code: str) -> None:
+    """Runs `code` (with `services` built on the live server's settings) in a process that then dies without
+    cleaning up, as a `serve` worker killed mid-request would."""
+    program = (
+        "import os\n"
+        "from kbservice.services import build_services\n"
+        "from kbservice.config import Settings\n"
+        f"services = build_services(Settings.model_validate_json({live.services.settings.model_dump_json()!r}))\n"
+        f"{code}\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", program], check=True, timeout=120)
+
+
+def test_a_claim_left_by_a_killed_process_is_retried_and_ingests_once(live: LiveServer) -> None:
+    # Issue 15, defect 2: kill `serve` during a POST /v1/guidelines with an Idempotency-Key; after the restart
+    # every retry was 409 idempotency-in-progress forever, although nothing had committed.
+    from kbservice.api.idempotency import body_sha256
+
+    name, data = "crashed.md", b"# Scabies\n\nPermethrin 5% cream, repeated after 7 days.\n"
+    digest = body_sha256(name.encode(), data, ["crash-test", None, False])
+    _die_holding(
+        live, f"services.idempotency.claim(scope='POST /guidelines|curator-key|crash-key', request_sha256={digest!r})"
+    )
+    headers = {"Idempotency-Key": "crash-key"}
+    with live.client("curator") as client:
+        upload = {"files": [("files", (name, data, "text/markdown"))], "data": {"source": "crash-test"}}
+        retry = client.post("/v1/guidelines", **upload, headers=headers)
+        assert retry.status_code == 201, retry.text
+        assert retry.json()["added"] == ["crash-test:crashed.md"]
+        again = client.post("/v1/guidelines", **upload, headers=headers)
+        assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == retry.json()
+    titles = [d.title for d in live.services.store.documents(as_of=live.services.store.head().version)]
+    assert titles.count("Scabies") == 1
+
+
+def test_a_claim_of_a_live_process_still_answers_409_until_it_is_stale(live: LiveServer) -> None:
+    from kbservice.db.service_store import IdempotencyStore
+
+    scope = "POST /cases|curator-key|slow-key"
+    assert live.services.idempotency.claim(scope=scope, request_sha256="a" * 64) is None  # this process: alive
+    held = live.services.idempotency.claim(scope=scope, request_sha256="a" * 64)
+    assert held is not None and held.status == "running"
+    impatient = IdempotencyStore(live.services.engine, stale_after_s=0.0)  # a timeout that has passed
+    assert impatient.claim(scope=scope, request_sha256="a" * 64) is None
+
+
+def test_a_job_whose_worker_died_is_failed_and_its_key_can_be_retried(live: LiveServer) -> None:
+    # Issue 15, defect 6: a background job whose worker died stayed "running" forever.
+    code = (
+        "services.jobs.create(job_id='job-orphan', kind='ingest.guidelines', created_by='curator-key')\n"
+        "services.jobs.start('job-orphan')\n"
+        "services.idempotency.claim(scope='POST /guidelines|curator-key|orphan-key', request_sha256='b' * 64)\n"
+        "services.idempotency.complete(scope='POST /guidelines|curator-key|orphan-key', response_status=202,"
+        " response_body={'job_id': 'job-orphan', 'status': 'queued', 'url': '/v1/jobs/job-orphan'})"
+    )
+    _die_holding(live, code)
+    with live.client("reader") as client:
+        job = client.get("/v1/jobs/job-orphan").json()
+    assert job["status"] == "failed" and job["error"]["type"].endswith("/worker-died"), job
+    assert (
+        live.services.idempotency.claim(scope="POST /guidelines|curator-key|orphan-key", request_sha256="b" * 64)
+        is None
+    )
+
+
 def test_concurrent_retries_ingest_once(live: LiveServer) -> None:
     body = [{"id": "api-4", "findings": "Polyuria, thirst and HbA1c 61 mmol/mol.", "diagnosis": "Type 2 diabetes"}]
     statuses: list[int] = []
@@ -226,6 +323,26 @@ def test_guideline_upload_small_is_201_large_is_a_job(live: LiveServer) -> None:
         assert retracted.status_code == 200 and retracted.json()["message"] == "test retract"
         diff = client.get(f"/v1/versions/{retracted.json()['parent']}/diff/{retracted.json()['version']}").json()
         assert [d["document_id"] for d in diff["documents_removed"]] == [document_id]
+
+
+def test_control_characters_are_dropped_by_one_rule_on_both_databases(live: LiveServer) -> None:
+    # Issue 15, defect 3: a NUL in a case's findings or a JSONL guideline was a 500 on PostgreSQL (stored on
+    # SQLite), and the CLI's traceback printed SQL parameters holding case text.
+    case = {"id": "nul-1", "findings": "fever\u0000 cough\x0cand chills", "diagnosis": "Influenza\u0000"}
+    guideline = json.dumps({"id": "nul-g", "title": "Flu\u0000", "text": "Oseltamivir\u0000 within 48 h."})
+    with live.client("curator") as client:
+        stored = client.post("/v1/cases", json=[case])
+        assert stored.status_code == 201, stored.text
+        uploaded = client.post("/v1/guidelines", files=[("files", ("flu.jsonl", guideline.encode(), "text/plain"))])
+        assert uploaded.status_code == 201, uploaded.text
+    version = live.services.store.head().version
+    found = next(c for c in live.services.case_store.cases(as_of=version) if c.id == "nul-1")
+    assert (found.findings, found.diagnosis) == ("fever cough\nand chills", ["Influenza"])
+    document = next(d for d in live.services.store.documents(as_of=version) if d.title == "Flu")
+    assert "\x00" not in document.title
+    with live.client("clinician") as client:
+        answer = client.post("/v1/recommendations", json={"findings": "fever\u0000 and cough", "with_treatment": False})
+    assert answer.status_code in (200, 201), answer.text
 
 
 def _events(text: str) -> list[tuple[int, str, dict]]:

@@ -23,7 +23,7 @@ def state_of(run: Cli) -> tuple:
 
 def test_init_is_idempotent(run: Cli) -> None:
     out, _ = run("init")
-    assert "migration 0009" in out
+    assert "migration 0010" in out
 
 
 def test_full_command_tour(run: Cli, tmp_path: Path) -> None:
@@ -168,6 +168,26 @@ def test_bad_references_fail_clearly_and_change_nothing(run: Cli, tmp_path: Path
     assert state_of(run) == before
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("search", "asthma", "--as-of", "100000000000000000000"),
+        ("diff", "1", "100000000000000000000"),
+        ("documents", "--as-of", "100000000000000000000"),
+        ("cases", "--as-of", "100000000000000000000"),
+        ("recommend", "--findings", "wheeze", "--as-of", "100000000000000000000"),
+        ("audit", "list", "--after", "100000000000000000000"),
+        ("search", "asthma", "--as-of", "-1"),
+    ],
+)
+def test_a_version_beyond_64_bits_is_one_clear_line(run: Cli, tmp_path: Path, args: tuple[str, ...]) -> None:
+    # Issue 15, defect 5: these printed an OverflowError traceback from the database driver.
+    run("ingest", "guidelines", str(guideline(tmp_path, "ok.md", "Asthma", "ICS.")))
+    out, err = run(*args, expect=1)
+    assert "out of range" in err and "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_corrupt_snapshot_fails_search_and_verify(run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run("ingest", "guidelines", str(DEMO_GUIDELINES))
     index_dir = tmp_path / "data" / "index"
@@ -204,7 +224,7 @@ def test_database_at_older_migration_is_refused(run: Cli, database_url: str) -> 
     command.downgrade(migrate.alembic_config(engine), "0001")
     engine.dispose()
     _, err = run("versions", expect=1)
-    assert "at migration 0001 but this kbservice needs 0009" in err and "kbservice init" in err
+    assert "at migration 0001 but this kbservice needs 0010" in err and "kbservice init" in err
     run("init")
     assert run.json("versions") == []
 

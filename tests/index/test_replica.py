@@ -54,6 +54,24 @@ def test_open_replays_what_the_snapshot_lacks(services: Services, tmp_path: Path
     assert manifest(again)["applied_seq"] == services.store.max_outbox_seq()
 
 
+def test_files_left_by_a_killed_snapshot_writer_are_removed_at_start_up(services: Services) -> None:
+    # Issue 15, defect 6: a snapshot killed mid-write left its temp files until the next snapshot was written.
+    ingest(services, DEMO_GUIDELINES)
+    index_dir = services.settings.index_dir
+    named = manifest(services)["index_file"]
+    leftovers = [
+        index_dir / ".index-99-deadbeef.faiss.tmp",  # killed while writing the index file
+        index_dir / ".manifest.json.0badf00d.tmp",  # killed while writing the manifest
+        index_dir / "index-99-deadbeef.faiss",  # killed after renaming the index, before the manifest
+    ]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    again = reopen(services)
+    assert again.replica.applied_seq == services.store.max_outbox_seq()
+    assert sorted(p.name for p in index_dir.iterdir() if p.name != ".lock") == sorted([named, "manifest.json"])
+    assert again.retriever.search("CURB-65 severity", k=1).hits
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "manifest"])
 def test_damaged_snapshot_is_refused_then_rebuilt(services: Services, damage: str) -> None:
     ingest(services, DEMO_GUIDELINES)

@@ -69,3 +69,27 @@ def test_a_name_before_a_number_or_bracket_is_still_a_name() -> None:
 def test_ages_up_to_89_and_durations_are_kept() -> None:
     text = scrub("A 67-year-old man with cough for two weeks, worse since last summer; aged 89.").text
     assert text == "A 67-year-old man with cough for two weeks, worse since last summer; aged 89."
+
+
+def test_an_address_without_commas_loses_its_city_too() -> None:
+    # Issue 15, defect 4: "17 Baker Road Boston MA 02115" was stored as "[ADDRESS] Boston MA [ZIP]".
+    for text in ("17 Baker Road Boston MA 02115", "Lives at 4 Elm Street Salt Lake City UT 84101 with her son."):
+        scrubbed = scrub(text).text
+        assert "Boston" not in scrubbed and "Salt Lake" not in scrubbed, scrubbed
+        assert "[ADDRESS]" in scrubbed and "[ZIP]" in scrubbed
+    assert scrub("Lives in Boston.").text == "Lives in [LOCATION]."
+    assert "Denver" not in scrub("Records sent to Denver, CO 80202 last week.").text
+
+
+def test_a_drug_after_a_treatment_header_stays_a_drug() -> None:
+    # Issue 15, defect 4: "Treatment: Amoxicillin; ..." became "[LOCATION]; ..." (a drug lost).
+    for text in (
+        "Treatment: Amoxicillin; paracetamol for fever.",
+        "Diagnosis: otitis media. Treatment: Amoxicillin; analgesia.",
+        "Treatment: Doxycycline; Azithromycin if allergic.",
+        "Plan reviewed; started Ciprofloxacin and Omeprazole.",
+        "Started Methadone yesterday.",
+        "She was started on Hydralazine.",
+    ):
+        assert scrub(text).text == text
+    assert "Smith" not in scrub("Treatment: amoxicillin; discussed with Dr. Smith.").text

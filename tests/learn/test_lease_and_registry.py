@@ -15,7 +15,7 @@ from kbservice.services import Services
 def test_lease_is_exclusive_renewable_and_taken_over_after_it_lapses(services: Services) -> None:
     first = Lease(services.engine, name="learn.update", holder="a", seconds=0.5)
     second = Lease(services.engine, name="learn.update", holder="b", seconds=0.5)
-    assert first.acquire() and first.holder_now() == "a"
+    assert first.acquire() and first.holder_now() == first.holder and first.holder.startswith("a (pid ")
     assert not second.acquire()
     assert first.renew() and first.acquire()  # re-entrant for its holder
     time.sleep(0.6)
@@ -23,6 +23,20 @@ def test_lease_is_exclusive_renewable_and_taken_over_after_it_lapses(services: S
     assert not first.renew()  # the old holder learns it lost the lease
     second.release()
     assert first.acquire()
+
+
+def test_two_acquisitions_by_the_same_user_are_different_holders(services: Services) -> None:
+    # Issue 15, defect 1: the holder was "cli:{user}@{host}" alone, so a second `update run-once` by the same
+    # user took the held lease as its own, reaped the first cycle's live adapter and trained beside it.
+    running = Lease(services.engine, name="learn.update", holder="cli:alice@host", seconds=30)
+    again = Lease(services.engine, name="learn.update", holder="cli:alice@host", seconds=30)
+    assert running.acquire()
+    assert not again.acquire()
+    assert not again.renew()  # only the acquisition that holds it renews it...
+    again.release()  # ...or releases it: this is a no-op
+    assert running.holder_now() == running.holder and running.renew()
+    running.release()
+    assert again.acquire()
 
 
 def _adapter(store: AdapterStore, version: str, parent: str | None = None) -> None:

@@ -11,7 +11,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import Engine, create_engine, select
 
 from kbservice.db.schema import adapters, update_runs
 from tests.cli.test_processes import cli_env, kb
@@ -36,9 +36,11 @@ def _env(data_dir: Path, database_url: str, tiny_lm_dir: Path, **extra: str) -> 
 def test_two_schedulers_on_one_postgres_never_train_at_once(
     postgres_url: str, tiny_lm_dir: Path, tmp_path: Path
 ) -> None:
-    # Training made long (many epochs) so that the second scheduler's ticks land while the first trains.
-    env_a = _env(tmp_path / "a", postgres_url, tiny_lm_dir, KB_LEARN__EPOCHS="25")
-    env_b = _env(tmp_path / "b", postgres_url, tiny_lm_dir, KB_LEARN__EPOCHS="25")
+    # Training made long (many epochs) so that the second scheduler's ticks land while the first trains. The
+    # gate is opened wide: this test is about the lease and serving from another data directory, and on the
+    # tiny random model the gate's verdict is chance (with the case classifier in the fusion it rejected a1).
+    env_a = _env(tmp_path / "a", postgres_url, tiny_lm_dir, KB_LEARN__EPOCHS="25", **WIDE_GATE_ENV)
+    env_b = _env(tmp_path / "b", postgres_url, tiny_lm_dir, KB_LEARN__EPOCHS="25", **WIDE_GATE_ENV)
     kb(env_a, "init")
     kb(env_a, "ingest", "cases", str(DEMO_CASES))
     command = [sys.executable, "-m", "kbservice", "scheduler", "--max-cycles", "3", "--now"]
@@ -65,11 +67,8 @@ def test_two_schedulers_on_one_postgres_never_train_at_once(
     assert answer["provenance"]["adapter_version"] == "a1"
 
 
-def test_a_killed_training_run_is_failed_cleaned_and_never_promoted(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    database_url = f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}"
-    env = _env(tmp_path / "data", database_url, tiny_lm_dir, KB_LEARN__EPOCHS="400", KB_LEARN__LEASE_SECONDS="3")
-    kb(env, "init")
-    kb(env, "ingest", "cases", str(DEMO_CASES))
+def _training_run_once(env: dict[str, str], database_url: str) -> tuple[subprocess.Popen, Engine]:
+    """`update run-once` started in its own process, returned once its adapter row says "training"."""
     process = subprocess.Popen(
         [sys.executable, "-m", "kbservice", "--quiet", "update", "run-once"],
         env=env,
@@ -77,16 +76,24 @@ def test_a_killed_training_run_is_failed_cleaned_and_never_promoted(tiny_lm_dir:
         stderr=subprocess.PIPE,
         text=True,
     )
-    partial = tmp_path / "data" / "adapters" / ".a1.partial"
     engine = create_engine(database_url)
     deadline = time.time() + 120
-    while time.time() < deadline:
+    status = None
+    while time.time() < deadline and status != "training":
         with engine.connect() as conn:
             status = conn.execute(select(adapters.c.status)).scalar_one_or_none()
-        if status == "training":
-            break
         time.sleep(0.05)
     assert status == "training", process.communicate()[1]
+    return process, engine
+
+
+def test_a_killed_training_run_is_failed_cleaned_and_never_promoted(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}"
+    env = _env(tmp_path / "data", database_url, tiny_lm_dir, KB_LEARN__EPOCHS="400", KB_LEARN__LEASE_SECONDS="3")
+    kb(env, "init")
+    kb(env, "ingest", "cases", str(DEMO_CASES))
+    process, engine = _training_run_once(env, database_url)
+    partial = tmp_path / "data" / "adapters" / ".a1.partial"
     time.sleep(1.0)  # into the training loop
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
@@ -105,3 +112,27 @@ def test_a_killed_training_run_is_failed_cleaned_and_never_promoted(tiny_lm_dir:
     assert runs[0] == "failed" and report["adapter_version"] == "a2" and report["status"] == "promoted"
     adapters_listed = json.loads(kb(env, "adapters", "list", "--json").stdout)
     assert "champion" not in next(a for a in adapters_listed if a["version"] == "a1")["aliases"]
+
+
+def test_a_second_run_once_by_the_same_user_waits_its_turn_instead_of_reaping_the_first(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    # Issue 15, defect 1: both commands ran as "cli:{user}@{host}"; the second took the held lease as its own,
+    # marked the first cycle's live adapter failed ("reaped") and trained in parallel.
+    database_url = f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}"
+    env = _env(tmp_path / "data", database_url, tiny_lm_dir, KB_LEARN__EPOCHS="400")
+    kb(env, "init")
+    kb(env, "ingest", "cases", str(DEMO_CASES))
+    first, engine = _training_run_once(env, database_url)
+    try:
+        # (one epoch: before the fix the second cycle finished quickly, having reaped the first)
+        second = kb(env | {"KB_LEARN__EPOCHS": "1"}, "update", "run-once", "--json", check=False)
+        assert second.returncode != 0 and "another process" in second.stderr, second.stderr
+        assert "pid" in second.stderr  # it names the holder's process, for humans
+        with engine.connect() as conn:
+            rows = conn.execute(select(adapters.c.version, adapters.c.status)).all()
+        assert [tuple(r) for r in rows] == [("a1", "training")]  # not reaped, no second adapter
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+        engine.dispose()

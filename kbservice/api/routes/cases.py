@@ -26,6 +26,8 @@ from kbservice.api.routes.common import (
     ServicesDep,
     page_of,
     problems,
+    safe_upload_name,
+    uploads_named_by_client,
     version_or_newest,
 )
 from kbservice.services import Services
@@ -56,20 +58,22 @@ def ingest_case_file(services: Services, path: Path, *, labeled_by: str | None, 
     from kbservice.ingest.cases import ingest_cases
 
     # Image paths would name files on this server, not the client's: images come through the CLI for now.
-    report = ingest_cases(
-        path,
-        **services.ingest_targets(),
-        labeled_by=labeled_by,
-        author=author,
-        allow_images=False,
-    )
-    result = report.to_json()
+    with uploads_named_by_client(path.parent) as clean_report:
+        report = ingest_cases(
+            path,
+            **services.ingest_targets(),
+            labeled_by=labeled_by,
+            author=author,
+            allow_images=False,
+        )
+        result = clean_report(report.to_json())
     metrics.observe_ingest(result)
     return result
 
 
 async def _read_cases(request: Request) -> tuple[str, bytes, str | None]:
-    """(file suffix, file bytes, labeled_by) from a JSON list or a multipart upload."""
+    """(file name, file bytes, labeled_by) from a JSON list (named cases.jsonl) or a multipart upload (its
+    own name, sanitised)."""
     content_type = request.headers.get("content-type", "")
     limit = int(request.app.state.services.settings.api.max_upload_mb * 1024 * 1024)
     if content_type.startswith("multipart/form-data"):
@@ -85,7 +89,7 @@ async def _read_cases(request: Request) -> tuple[str, bytes, str | None]:
         data = await upload.read()
         if len(data) > limit:
             raise Problem(413, "too-large", "Upload too large", f"uploads are limited to {limit:,} bytes per request")
-        return suffix, data, labeled_by if isinstance(labeled_by, str) else None
+        return safe_upload_name(upload.filename, suffix), data, labeled_by if isinstance(labeled_by, str) else None
     if content_type.split(";")[0].strip() in ("application/json", ""):
         raw = await request.body()
         if len(raw) > limit:
@@ -103,7 +107,7 @@ async def _read_cases(request: Request) -> tuple[str, bytes, str | None]:
         if not cases:
             raise Problem(422, "invalid-request", "Invalid request", "the list of cases is empty")
         lines = "".join(json.dumps(c.model_dump(exclude_none=True), ensure_ascii=False) + "\n" for c in cases)
-        return ".jsonl", lines.encode(), None
+        return "cases.jsonl", lines.encode(), None
     raise Problem(
         415, "unsupported-media-type", "Unsupported media type", "send application/json or multipart/form-data"
     )
@@ -126,12 +130,12 @@ async def post_cases(
     """Cases are de-identified before storage. Any bad row (named by line and field) or an already stored case
     id rejects the whole request: nothing is stored."""
     services: Services = request.app.state.services
-    suffix, data, labeled_by = await _read_cases(request)
-    digest = body_sha256(suffix.encode(), data, [labeled_by])
+    name, data, labeled_by = await _read_cases(request)
+    digest = body_sha256(Path(name).suffix.encode(), data, [labeled_by])
 
     def run() -> tuple[int, dict]:
         folder = Path(tempfile.mkdtemp(prefix="kbservice-cases-"))
-        path = folder / f"cases{suffix}"
+        path = folder / name
         path.write_bytes(data)
         options = {"labeled_by": labeled_by, "author": principal.name}
         if len(data) <= services.settings.api.async_ingest_bytes:

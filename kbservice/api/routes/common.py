@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from kbservice.api.auth import Principal, require, services_of
 from kbservice.api.pagination import paginate
 from kbservice.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from kbservice.api.schemas import ProblemDetails
+from kbservice.errors import IngestError
 from kbservice.services import Services
 
 ServicesDep = Annotated[Services, Depends(services_of)]
@@ -61,6 +63,13 @@ CanAudit = Annotated[Principal, Depends(require(keys.AUDIT))]
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def safe_upload_name(filename: str | None, default_suffix: str = "") -> str:
+    """An uploaded file's own base name, with anything but letters, digits, dot, dash and underscore
+    replaced (never a path: the client's folders are dropped)."""
+    name = _SAFE_NAME.sub("_", Path(filename or "upload").name).strip("._")
+    return name or f"upload{default_suffix}"
+
+
 @contextmanager
 def uploaded_files(request: Request, files: list[UploadFile]) -> Iterator[tuple[Path, int]]:
     """The uploads written into a fresh folder under their own (sanitised) names, and their total size;
@@ -69,7 +78,7 @@ def uploaded_files(request: Request, files: list[UploadFile]) -> Iterator[tuple[
     with tempfile.TemporaryDirectory(prefix="kbservice-upload-") as tmp:
         folder, total = Path(tmp), 0
         for upload in files:
-            name = _SAFE_NAME.sub("_", Path(upload.filename or "upload").name).strip("._") or "upload"
+            name = safe_upload_name(upload.filename)
             data = upload.file.read()
             total += len(data)
             if total > limit:
@@ -80,6 +89,28 @@ def uploaded_files(request: Request, files: list[UploadFile]) -> Iterator[tuple[
                 raise Problem(422, "invalid-request", "Invalid request", f"two uploads are named {name!r}")
             (folder / name).write_bytes(data)
         yield folder, total
+
+
+@contextmanager
+def uploads_named_by_client(folder: Path) -> Iterator[Callable[[dict], dict]]:
+    """Ingest errors raised inside, and the problems of the report the yielded function is given, name an
+    uploaded file by its own name (as the client sent it), never by the server's temporary folder."""
+
+    def strip(text: str) -> str:
+        return text.replace(f"{folder}{os.sep}", "").replace(str(folder), "the upload")
+
+    def clean_report(report: dict) -> dict:
+        cleaned = dict(report)
+        if "problems" in report:
+            cleaned["problems"] = [strip(p) for p in report["problems"]]
+        if "rejected" in report:  # skipped inputs: [path, reason] pairs
+            cleaned["rejected"] = [[strip(path), strip(reason)] for path, reason in report["rejected"]]
+        return cleaned
+
+    try:
+        yield clean_report
+    except IngestError as exc:
+        raise type(exc)([(strip(path), strip(message)) for path, message in exc.problems]) from None
 
 
 CanAdminister = Annotated[Principal, Depends(require(keys.ADMIN))]

@@ -26,6 +26,7 @@ from kbservice.api.routes.common import (
     page_of,
     problems,
     uploaded_files,
+    uploads_named_by_client,
     version_or_newest,
 )
 from kbservice.services import Services
@@ -40,15 +41,16 @@ def ingest_uploaded_guidelines(
 ) -> dict:
     from kbservice.ingest.guidelines import ingest_guidelines
 
-    report = ingest_guidelines(
-        [folder],
-        **services.ingest_targets(),
-        source=source or "upload",
-        author=author,
-        message=message,
-        skip_bad=skip_bad,
-    )
-    result = report.to_json()
+    with uploads_named_by_client(folder) as clean_report:
+        report = ingest_guidelines(
+            [folder],
+            **services.ingest_targets(),
+            source=source or "upload",
+            author=author,
+            message=message,
+            skip_bad=skip_bad,
+        )
+        result = clean_report(report.to_json())
     metrics.observe_ingest(result)
     return result
 

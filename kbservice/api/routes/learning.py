@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from kbservice.api import schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
-from kbservice.api.jobs import accepted
+from kbservice.api.jobs import accepted, reap_orphaned_jobs
 from kbservice.api.pagination import MAX_LIMIT, paginate
 from kbservice.api.routes.common import CanRead, CanTrain, IdempotencyKey, ServicesDep, problems
 from kbservice.services import Services
@@ -47,7 +47,9 @@ def post_update(
 
 @router.get("/jobs/{job_id}", response_model=schemas.Job, responses=problems(404))
 def get_job(_: CanRead, services: ServicesDep, job_id: str) -> dict:
-    """A background job's state and, when finished, its result or its problem."""
+    """A background job's state and, when finished, its result or its problem (a job whose worker process
+    died is failed here, so it never stays "running" forever)."""
+    reap_orphaned_jobs(services)
     return services.jobs.get(job_id)
 
 
