@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -44,6 +45,8 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._loaded_adapters: set[str] = set()
+        # Set when the service running these parts shuts down: update cycles stop at their next check.
+        self.stopping = threading.Event()
 
     @cached_property
     def engine(self) -> Engine:

@@ -62,10 +62,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         try:
             yield
         finally:  # SIGTERM: uvicorn has stopped accepting and let in-flight requests finish
-            from kbservice.learn.lease_guard import request_stop
-
             watcher.stop()
-            request_stop()  # an update cycle running as a job stops at its next check and frees the lease
+            built.stopping.set()  # an update cycle running as a job stops at its next check and frees the lease
             app.state.jobs.shutdown(grace_s=built.settings.api.shutdown_grace_s)
             if services is None:
                 built.close()

@@ -73,7 +73,7 @@ class JobRunner:
     def shutdown(self, *, grace_s: float = 30.0) -> None:
         """Graceful stop: jobs not yet started are failed now ("the service stopped", their idempotency keys
         released, so a retry submits them again); running ones get up to `grace_s` to finish (update cycles
-        have been asked to stop, see `learn.lease_guard.request_stop`). One still running after that is
+        have been asked to stop through `services.stopping`). One still running after that is
         failed by the next start-up, when its worker is gone."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:

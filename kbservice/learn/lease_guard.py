@@ -1,7 +1,7 @@
 """Holding the update lease for the length of a cycle: taken at the start, renewed by a heartbeat thread,
 released at the end. A cycle that loses its lease (its heartbeat could not renew in time) stops, and so does
-one whose process is shutting down (`request_stop`): it fails at its next check, its run and candidate are
-recorded as failed, and the lease is released, so the next cycle may start at once elsewhere."""
+one whose service is shutting down (its `stop` event is set): it fails at its next check, its run and
+candidate are recorded as failed, and the lease is released, so the next cycle may start at once elsewhere."""
 
 from __future__ import annotations
 
@@ -27,17 +27,10 @@ class CycleStoppedError(KBError):
     pass
 
 
-_STOPPING = threading.Event()
-
-
-def request_stop() -> None:
-    """Asks every update cycle of this process to stop at its next lease check (graceful shutdown)."""
-    _STOPPING.set()
-
-
 class HeldLease:
-    def __init__(self, lease: Lease) -> None:
+    def __init__(self, lease: Lease, *, stop: threading.Event | None = None) -> None:
         self.lease = lease
+        self.stop_requested = stop or threading.Event()
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="lease-heartbeat")
@@ -60,17 +53,18 @@ class HeldLease:
 
     def check(self) -> None:
         """Raises if the lease was lost (another process may be training now) or the process is stopping."""
-        if _STOPPING.is_set():
+        if self.stop_requested.is_set():
             raise CycleStoppedError("the service is shutting down; the update cycle stopped (run it again later)")
         if self.lost:
             raise LeaseLostError(f"lost the {self.lease.name} lease; stopping so that only one cycle trains")
 
 
 @contextmanager
-def hold(lease: Lease) -> Iterator[HeldLease]:
+def hold(lease: Lease, *, stop: threading.Event | None = None) -> Iterator[HeldLease]:
+    """The lease held for the block; `stop`, once set, makes the holder's next check raise."""
     if not lease.acquire():
         raise LeaseBusyError(f"another process ({lease.holder_now()}) is running an update cycle")
-    held = HeldLease(lease)
+    held = HeldLease(lease, stop=stop)
     held.start()
     try:
         yield held

@@ -37,8 +37,9 @@ def update_lease(services: Services, holder: str) -> Lease:
 def run_once_with_lease(
     services: Services, *, holder: str, progress: Any = None, stages: Sequence[str] = STAGES
 ) -> UpdateReport:
-    """One cycle under the update lease (LeaseBusyError if another process holds it)."""
-    with hold(update_lease(services, holder)) as held:
+    """One cycle under the update lease (LeaseBusyError if another process holds it); it stops at its next
+    check once `services.stopping` is set (graceful shutdown of the service running it)."""
+    with hold(update_lease(services, holder), stop=services.stopping) as held:
         return run_update_cycle(services, triggered_by=holder, lease=held, progress=progress, stages=stages)
 
 

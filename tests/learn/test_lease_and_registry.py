@@ -92,3 +92,20 @@ def test_a_finished_row_is_immutable_and_a_rejected_one_is_never_served(services
 def test_rollback_with_nothing_promoted_is_a_clear_error(services: Services) -> None:
     with pytest.raises(KBError, match="nothing to roll back"):
         services.adapter_store.rollback(audit=services.audit, actor="test", reason="x")
+
+
+def test_a_stop_request_stops_only_the_cycles_of_the_service_that_asked(services: Services) -> None:
+    # Graceful shutdown asks the service's own cycles to stop; a process-wide flag (first version) also
+    # stopped every later cycle of any other service in the same process.
+    import threading
+
+    from kbservice.learn.lease_guard import CycleStoppedError, hold
+
+    stopping = threading.Event()
+    with hold(Lease(services.engine, name="learn.update", holder="a", seconds=30), stop=stopping) as held:
+        held.check()
+        stopping.set()
+        with pytest.raises(CycleStoppedError, match="shutting down"):
+            held.check()
+    with hold(Lease(services.engine, name="learn.update", holder="b", seconds=30)) as other:
+        other.check()  # released by the stopped holder, and not stopped itself
