@@ -48,7 +48,7 @@ def examples_for(
     return out
 
 
-def cross_fitted(examples: Sequence[Example], *, margin: float) -> tuple[Fusion, dict[str, Any]]:
+def cross_fitted(examples: Sequence[Example], *, margin: float | None) -> tuple[Fusion, dict[str, Any]]:
     """The fusion fitted on all `examples` (its evidence groups selected with `margin`, see
     `recommend.group_selection`), and metrics of out-of-fold predictions (2-fold cross-fitting, the
     selection redone inside each fold; in-sample when there are too few cases to split)."""
@@ -78,7 +78,7 @@ def cross_fitted(examples: Sequence[Example], *, margin: float) -> tuple[Fusion,
 
 
 def _predictions(
-    usable: Sequence[Example], *, split: bool, margin: float, names: Sequence[str] | None = None
+    usable: Sequence[Example], *, split: bool, margin: float | None, names: Sequence[str] | None = None
 ) -> list[tuple[Example, np.ndarray]]:
     """Each example with its probabilities from a fusion fitted on the other half of the examples
     (alternate ones), or on all of them when not `split`: of the named features, else of the groups

@@ -93,7 +93,7 @@ def fit(examples: Sequence[Example], *, names: Sequence[str] | None = None, bala
     return Fusion(weights={name: fusion.weights.get(name, 0.0) for name in all_names})
 
 
-def fit_selected(examples: Sequence[Example], *, margin: float) -> tuple[Fusion, Selection]:
+def fit_selected(examples: Sequence[Example], *, margin: float | None) -> tuple[Fusion, Selection]:
     """The fusion of the evidence groups that lower the out-of-fold log-loss of `examples` by at least
     `margin` (see `group_selection`), class-balanced, with its record of what was chosen and why."""
     usable = [e for e in examples if e.truth]

@@ -3,8 +3,9 @@
 Fitting every feature on a few hundred held-out cases overfits: on DDXPlus, 16 weights fitted on 300 cases
 scored below the case classifier alone. So the fusion is built by forward selection: starting from no
 evidence (every candidate equally likely), the group whose addition lowers the cross-validated,
-class-balanced log-loss the most enters, as long as it lowers it by at least `margin` nats per case; then the
-strength of the weights' shrinkage toward zero is chosen the same way. The folds are stratified by diagnosis
+class-balanced log-loss the most enters, as long as it lowers it by at least `margin` nats per case and by
+more than one standard error of the per-case paired difference (noise alone gains a little by chance); then
+the strength of the weights' shrinkage toward zero is chosen the same way. The folds are stratified by diagnosis
 and assigned deterministically, so the same examples always give the same choice.
 """
 
@@ -63,15 +64,22 @@ class Selection:
         }
 
 
-def fit_selected(examples: Sequence[Example], names: Sequence[str], *, margin: float) -> tuple[Fusion, Selection]:
+def fit_selected(
+    examples: Sequence[Example], names: Sequence[str], *, margin: float | None
+) -> tuple[Fusion, Selection]:
     """The fusion of the groups that earn their place (see the module doc), fitted on all `examples`; the
-    features of the other groups get weight 0. `names` are the columns of every example's matrix."""
+    features of the other groups get weight 0. `names` are the columns of every example's matrix. `margin`
+    None: no selection, every informative group enters."""
     usable = [e for e in examples if len(e.truth)]
     if not usable:
         raise ValueError("no example has a true label among its candidates")
     present = _informative_groups(usable, names)
-    if len(usable) < MIN_CASES_TO_SELECT:
-        why = f"every group: {len(usable)} held-out cases are too few to cross-validate (< {MIN_CASES_TO_SELECT})"
+    if margin is None or len(usable) < MIN_CASES_TO_SELECT:
+        why = (
+            "every group: selection is off (recommend.fusion_group_margin is unset)"
+            if margin is None
+            else f"every group: {len(usable)} held-out cases are too few to cross-validate (< {MIN_CASES_TO_SELECT})"
+        )
         selection = Selection(groups=present, l2=SHRINKAGE_GRID[0], out_of_fold_nll=None, why=why)
         return _fit(usable, names, present, SHRINKAGE_GRID[0]), selection
     folds = _stratified_folds([e.label for e in usable])

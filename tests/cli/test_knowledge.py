@@ -96,6 +96,9 @@ def test_reingest_says_nothing_changed(run: Cli, tmp_path: Path) -> None:
     assert "nothing changed" in out
 
 
+# The demo is the README's main job on the embedded default (SQLite, the packaged models, about 2.5 minutes
+# here); PostgreSQL runs every other CLI test, so the demo is not repeated on it (CI's pytest time).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_demo(run: Cli) -> None:
     out, _ = run("demo")
     assert "DEMONSTRATION" not in out or "not clinical advice" in out

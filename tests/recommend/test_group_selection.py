@@ -92,3 +92,12 @@ def test_too_few_cases_to_cross_validate_keeps_every_informative_group_and_says_
 def test_no_usable_example_is_an_error() -> None:
     with pytest.raises(ValueError, match="no example"):
         fit_selected([Example(matrix=np.zeros((3, len(NAMES))), truth=[], label="x")], NAMES, margin=0.0)
+
+
+def test_without_a_margin_every_informative_group_enters_as_before_selection() -> None:
+    # The default (recommend.fusion_group_margin unset): on symptom2disease selection kept only the similar
+    # cases and lost accuracy, so it is opt-in; unset, the fusion is fitted on every informative group.
+    examples = _examples(160, signal={"dense_vote": 2.0})
+    fusion, selection = fit_selected(examples, NAMES, margin=None)
+    assert set(selection.groups) == set(FEATURE_GROUPS) and "selection is off" in selection.why
+    assert fusion.weights["dense_vote"] > 0 and any(fusion.weights[n] != 0 for n in evidence.LLM_FEATURES)
