@@ -52,7 +52,7 @@ class HeldLease:
         self._thread.join()
 
     def check(self) -> None:
-        """Raises if the lease was lost (another process may be training now) or the process is stopping."""
+        """Raises if the lease was lost (another process may be training now) or the service is stopping."""
         if self.stop_requested.is_set():
             raise CycleStoppedError("the service is shutting down; the update cycle stopped (run it again later)")
         if self.lost:
