@@ -94,3 +94,7 @@ class UnknownEncoderError(KBError):
 
 class UnknownClassifierError(KBError):
     pass
+
+
+class SecretKeyError(KBError):
+    """A key this installation needs cannot be opened or disagrees with the one another replica uses."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 
-from kbservice.db.schema import audit_log
+from kbservice.db.schema import audit_log, chunks, documents, knowledge_versions
 from kbservice.services import Services
 from tests.helpers import guideline, ingest
 
@@ -57,3 +57,48 @@ def test_tampering_is_detected(services: Services, tmp_path: Path, tamper: str) 
     result = services.audit.verify()
     assert not result.ok and result.first_bad_seq == 2
     assert ("missing" if tamper == "delete" else "altered") in (result.problem or "")
+
+
+@pytest.mark.parametrize("tamper", ["content_hash", "message", "hide_retraction", "insert"])
+def test_version_rows_must_match_their_audit_entries(services: Services, tmp_path: Path, tamper: str) -> None:
+    """The version rows are not in the chain; `verify(versions=...)` pairs each with its audit entry."""
+    for name in ("a", "b", "c"):
+        ingest(services, guideline(tmp_path / name, f"{name}.md", name.upper(), f"Text {name}."))
+    withdrawn = next(doc for doc in services.store.documents(as_of=3) if doc.source_key.endswith("c.md"))
+    services.store.retract_document(withdrawn.document_id, author="bo", reason="withdrawn")
+    assert services.audit.verify(versions=services.store.versions()).ok
+    rows = knowledge_versions
+    with services.engine.begin() as conn:
+        if tamper == "content_hash":
+            conn.execute(update(rows).where(rows.c.version == 2).values(content_hash="0" * 64))
+        elif tamper == "message":
+            conn.execute(update(rows).where(rows.c.version == 2).values(message="nothing happened"))
+        elif tamper == "hide_retraction":  # undo the retraction and remove its version as if it never was
+            for table in (documents, chunks):
+                conn.execute(update(table).where(table.c.version_removed == 4).values(version_removed=None))
+            conn.execute(delete(rows).where(rows.c.version == 4))
+        else:
+            head = services.store.version(4)
+            conn.execute(
+                insert(rows).values(
+                    version=5,
+                    parent=4,
+                    created_at=head.created_at,
+                    author="mallory",
+                    message="backdoor",
+                    content_hash="f" * 64,
+                    documents=head.documents,
+                    chunks=head.chunks,
+                    last_outbox_seq=head.last_outbox_seq,
+                )
+            )
+    assert services.audit.verify().ok  # the chain alone cannot see it
+    result = services.audit.verify(versions=services.store.versions())
+    assert not result.ok and result.versions == (3 if tamper == "hide_retraction" else 4 if tamper != "insert" else 5)
+    expected = {
+        "content_hash": "knowledge version 2 differs from its audit row 2 (content_hash)",
+        "message": "knowledge version 2 differs from its audit row 2 (message)",
+        "hide_retraction": "knowledge version 4 (audit row 4) is missing from the version log",
+        "insert": "knowledge version 5 has no audit entry",
+    }[tamper]
+    assert expected in (result.problem or "")

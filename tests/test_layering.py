@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
         "negation",
         "control_characters",
         "process_identity",
+        "crypto",
     },
     {"db", "audit", "llm", "keys"},
     {"index", "ingest", "imaging", "classifier"},
@@ -38,6 +39,7 @@ LAYERS: list[set[str]] = [
 ]
 SAME_LAYER = {
     "config": {"errors"},
+    "crypto": {"errors"},
     "audit": {"db"},
     "keys": {"db"},
     "imaging": {"index"},  # each encoder's image index is a FAISS index (faiss stays in index/)

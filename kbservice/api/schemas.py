@@ -347,6 +347,8 @@ class AuditVerification(BaseModel):
     entries: int
     first_bad_seq: int | None
     problem: str | None
+    versions: int
+    checkpoints: int
 
 
 class Health(BaseModel):

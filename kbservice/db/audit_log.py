@@ -10,6 +10,9 @@ from kbservice.db.engine import write_transaction
 from kbservice.db.schema import audit_log
 from kbservice.types import AuditEntry
 
+# The entry each knowledge version writes in the same transaction as its version row (audit verify pairs them).
+VERSION_ENTRY_KIND = "knowledge.version"
+
 HashFunction = Callable[[str, int, str, str, str, str], str]  # prev_hash, seq, created_at, kind, actor, payload
 
 
@@ -80,6 +83,12 @@ class AuditLogStore:
         query = select(audit_log).where(audit_log.c.kind.in_(list(kinds))).order_by(audit_log.c.seq.desc()).limit(limit)
         with self.engine.connect() as conn:
             return [AuditEntry(**row._asdict()) for row in conn.execute(query)]
+
+    def head(self) -> AuditEntry | None:
+        """The last row of the chain, or None when the log is empty."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(audit_log).order_by(audit_log.c.seq.desc()).limit(1)).first()
+        return AuditEntry(**row._asdict()) if row else None
 
     def entry(self, seq: int) -> AuditEntry | None:
         with self.engine.connect() as conn:

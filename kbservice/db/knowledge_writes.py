@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from kbservice.db.audit_log import VERSION_ENTRY_KIND
 from kbservice.db.engine import write_transaction
 from kbservice.db.knowledge_reads import EMBEDDER_META_KEY, live_by_key
 from kbservice.db.knowledge_versions import VersionHistory, version_hash, version_info
@@ -121,7 +122,7 @@ class KnowledgeWrites(VersionHistory):
         if self.audit is None:
             return
         self.audit.record(
-            "knowledge.version",
+            VERSION_ENTRY_KIND,
             actor=info.author,
             payload={
                 "version": info.version,

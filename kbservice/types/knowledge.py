@@ -196,6 +196,8 @@ class AuditVerification:
     entries: int
     first_bad_seq: int | None
     problem: str | None
+    versions: int = 0  # version-log rows compared with their audit entries
+    checkpoints: int = 0  # signed checkpoints the chain was checked against
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -37,5 +37,6 @@ def list_audit(
 
 @router.get("/audit/verify", response_model=schemas.AuditVerification, responses=problems())
 def verify_audit(_: CanAudit, services: ServicesDep) -> dict:
-    """Recomputes the hash chain; `ok` is false at the first altered, removed or reordered entry."""
-    return services.audit.verify().to_json()
+    """Recomputes the hash chain and compares the version log with its audit entries; `ok` is false at the
+    first altered, removed or reordered entry or version row."""
+    return services.audit.verify(versions=services.store.versions()).to_json()
