@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -167,6 +167,13 @@ class ImagingSettings(BaseModel):
     describe_max_new_tokens: int = Field(64, ge=8)
 
 
+class DeidSettings(BaseModel):
+    # Seals the de-identification key kept in the database: 32 bytes as 64 hex digits or base64. Give every
+    # replica the same one (KB_DEID__KEY_ENCRYPTION_KEY); unset, a file in the data directory is made once,
+    # which suits one machine and makes a second replica on the same database refuse to start.
+    key_encryption_key: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     """Every tunable of the service. Precedence: arguments > KB_* env > KB_CONFIG file > default.toml."""
 
@@ -184,6 +191,7 @@ class Settings(BaseSettings):
     learn: LearnSettings = LearnSettings()
     api: ApiSettings = ApiSettings()
     imaging: ImagingSettings = ImagingSettings()
+    deid: DeidSettings = DeidSettings()
 
     @classmethod
     def settings_customise_sources(

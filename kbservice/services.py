@@ -21,7 +21,9 @@ from kbservice.db.classifier_store import ClassifierStore
 from kbservice.db.encoder_store import EncoderStore
 from kbservice.db.image_store import ImageStore
 from kbservice.db.recommendation_store import RecommendationStore
+from kbservice.db.secret_store import SecretStore
 from kbservice.db.service_store import ApiKeyStore, IdempotencyStore, JobStore
+from kbservice.imaging.deid_key import deid_key
 from kbservice.index.embedder import SentenceTransformerEmbedder
 from kbservice.index.protocols import Embedder
 from kbservice.index.query_batching import BatchingEmbedder
@@ -108,6 +110,14 @@ class Services:
     @cached_property
     def idempotency(self) -> IdempotencyStore:
         return IdempotencyStore(self.engine, stale_after_s=self.settings.api.idempotency_stale_s)
+
+    @cached_property
+    def secret_store(self) -> SecretStore:
+        return SecretStore(self.engine)
+
+    def deid_key(self) -> bytes:
+        """The de-identification key every replica shares (SecretKeyError when this replica's disagrees)."""
+        return deid_key(self.secret_store, self.settings)
 
     @cached_property
     def jobs(self) -> JobStore:

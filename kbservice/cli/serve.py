@@ -26,6 +26,9 @@ def serve(
     import uvicorn
 
     initialise(state.settings)
+    # A replica whose de-identification key disagrees with the one the others share must not start: it would
+    # give the same patient other pseudonyms, UIDs and date shifts.
+    state.services.deid_key()
     # Every worker reads its settings from the environment: carry --data-dir there.
     os.environ["KB_DATA_DIR"] = str(state.settings.data_dir)
     # Prometheus counters of all workers are summed through files in this folder (emptied at start).

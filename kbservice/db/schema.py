@@ -390,3 +390,15 @@ case_classifier_aliases = Table(
     Column("version", String(40)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# Keys every replica must share (the de-identification key), each sealed with a key-encryption key that the
+# database never sees: reading this table alone reveals nothing.
+service_secrets = Table(
+    "service_secrets",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("wrapped", LargeBinary, nullable=False),  # nonce + AES-256-GCM ciphertext
+    Column("kek_fingerprint", String(16), nullable=False),  # which key-encryption key sealed it (not secret)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),  # the process that stored it (process_identity)
+)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,18 +53,6 @@ class PreparedImage:
             "deidentified": True,
             "deid_method": self.deid_method,
         }
-
-
-def deid_secret(data_dir: Path) -> bytes:
-    """The installation's de-identification key (created once, owner-only): it keys UID replacement, patient
-    pseudonyms and date shifts, so the same patient maps the same way in every ingest."""
-    path = data_dir / "deid.key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-    return path.read_bytes()
 
 
 def prepare_image(path: Path, *, settings: ImagingSettings, secret: bytes) -> PreparedImage:

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kbservice.config import Settings
 from kbservice.errors import ImageReadError, IngestError
-from kbservice.imaging.prepare import deid_secret, prepare_image, store_file
+from kbservice.imaging.prepare import prepare_image, store_file
 from kbservice.ingest.case_files import CaseDraft
 from kbservice.progress import Progress
 
 
 def prepare_case_images(
-    path: Path, drafts: list[CaseDraft], *, settings: Settings, progress: Progress
+    path: Path, drafts: list[CaseDraft], *, settings: Settings, deid_secret: Callable[[], bytes], progress: Progress
 ) -> tuple[dict[str, list[dict[str, Any]]], list[CaseDraft]]:
     """Every image of every case read, de-identified and written content-addressed, before any SQL: the
     `images` rows per case id, and the drafts with their image paths replaced by the stored names (a
-    submitter's file name can itself identify a patient). One unreadable image stops the whole file."""
+    submitter's file name can itself identify a patient). One unreadable image stops the whole file.
+    `deid_secret` is asked only when there are images (it may create the shared key)."""
     wanted = [(draft, ordinal, name) for draft in drafts for ordinal, name in enumerate(draft.images)]
     if not wanted:
         return {}, drafts
-    secret = deid_secret(settings.data_dir)
+    secret = deid_secret()
     problems: list[tuple[str, str]] = []
     rows: dict[str, list[dict[str, Any]]] = {}
     stored_names: dict[str, list[str]] = {}

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 from kbservice.config import Settings
+from kbservice.db.secret_store import SecretStore
 from kbservice.db.store import KnowledgeStore
 from kbservice.errors import DuplicateIdentityError, IngestError
+from kbservice.imaging.deid_key import deid_key
 from kbservice.index.protocols import Embedder
 from kbservice.index.replica import IndexReplica
 from kbservice.ingest import deid
@@ -96,7 +98,13 @@ def ingest_cases(
             advance(1)
     timings["deid_s"] = time.perf_counter() - stage
     stage = time.perf_counter()
-    image_rows, clean = prepare_case_images(path, clean, settings=settings, progress=progress)
+    image_rows, clean = prepare_case_images(
+        path,
+        clean,
+        settings=settings,
+        deid_secret=lambda: deid_key(SecretStore(store.engine), settings),
+        progress=progress,
+    )
     if image_rows:
         timings["images_s"] = time.perf_counter() - stage
     stage = time.perf_counter()
