@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     },
     {"db", "audit", "llm", "keys"},
     {"index", "ingest", "imaging", "classifier"},
-    {"retrieve"},
+    {"retrieve", "backup"},
     {"recommend"},
     {"learn"},
     {"services"},

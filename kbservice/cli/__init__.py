@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "learn",
     "classifiers",
     "serve",
+    "backup",
     "bench",
     "evaluate",
 )
