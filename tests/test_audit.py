@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert, update
 
+from kbservice.audit import canonical_json
 from kbservice.db.schema import audit_log, chunks, documents, knowledge_versions
 from kbservice.services import Services
 from tests.helpers import guideline, ingest
@@ -102,3 +103,42 @@ def test_version_rows_must_match_their_audit_entries(services: Services, tmp_pat
         "insert": "knowledge version 5 has no audit entry",
     }[tamper]
     assert expected in (result.problem or "")
+
+
+def test_versions_from_before_the_audit_log_are_not_flagged() -> None:
+    """Installations older than migration 0003 have versions without entries, all before the first audited one."""
+    from datetime import UTC, datetime
+
+    from kbservice.audit.version_log import version_log_problem
+    from kbservice.types import AuditEntry, VersionInfo
+
+    def info(version: int) -> VersionInfo:
+        return VersionInfo(
+            version=version,
+            parent=version - 1 or None,
+            created_at=datetime.now(UTC),
+            author="ana",
+            message="m",
+            content_hash=f"{version:064d}",
+            documents=version,
+            chunks=version,
+            last_outbox_seq=version,
+        )
+
+    def entry(version: int, seq: int) -> AuditEntry:
+        fields = info(version)
+        payload = {
+            k: getattr(fields, k) for k in ("version", "parent", "content_hash", "message", "documents", "chunks")
+        }
+        return AuditEntry(
+            seq=seq, created_at="t", kind="knowledge.version", actor="ana", payload=canonical_json(payload),
+            prev_hash="", hash="",
+        )  # fmt: skip
+
+    rows = [info(v) for v in (1, 2, 3, 4)]
+    assert version_log_problem(rows, {3: entry(3, 1), 4: entry(4, 2)}) is None
+    assert version_log_problem(rows, {}) is None  # nothing was ever audited: nothing to compare
+    assert version_log_problem(rows, {2: entry(2, 1), 4: entry(4, 2)}) == (
+        None,
+        "knowledge version 3 has no audit entry (written or edited outside kbservice)",
+    )

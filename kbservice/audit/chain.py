@@ -55,8 +55,9 @@ class AuditLog:
         trusted_key: str | None = None,
     ) -> AuditVerification:
         """Recomputes every hash in order and reports the first row that does not match its chain; then checks
-        that every row of the version log (`versions`, when given) matches its `knowledge.version` entry and the other
-        way round, and that the chain still reaches every checkpoint signed by `trusted_key` (rows cut off its end)."""
+        that every row of the version log (`versions`, when given) matches its `knowledge.version` entry and
+        the other way round, and that the chain still reaches every checkpoint signed by `trusted_key` (rows
+        cut off its end)."""
         audited_versions: dict[int, AuditEntry] = {}
         prev_hash, expected_seq, count = "", 1, 0
         for entry in self.store.entries():

@@ -22,7 +22,11 @@ def version_log_problem(
     """(audit seq or None, what disagrees) for the first disagreement between the version rows and their
     `knowledge.version` entries, or None when every row has its entry and every entry its row."""
     rows = {info.version: info for info in versions}
-    for version in sorted(set(rows) | set(audited)):
+    # Versions written before migration 0003 created the audit log have no entries; they all precede the first
+    # audited version (a version after it without an entry is a problem).
+    first_audited = min(audited, default=None)
+    checked = {v for v in rows if first_audited is not None and v >= first_audited}
+    for version in sorted(checked | set(audited)):
         info, entry = rows.get(version), audited.get(version)
         if entry is None:
             return None, f"knowledge version {version} has no audit entry (written or edited outside kbservice)"

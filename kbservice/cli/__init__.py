@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "serve",
     "backup",
     "bench",
+    "soak",
     "evaluate",
 )
 for _module in COMMAND_MODULES:

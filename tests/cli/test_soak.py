@@ -1,0 +1,35 @@
+"""`bench soak` end to end on a small scale: it serves the data directory with two workers, mixes search,
+recommend, ingest and one update cycle, and reports per-route latency per window and per-worker memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.runner import Cli
+from tests.cli.snapshots import check_json_keys
+from tests.conftest import DEMO_CASES, DEMO_GUIDELINES
+from tests.helpers import WIDE_GATE_ENV
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_short_soak_runs_every_route_without_errors(run_with_model: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = run_with_model
+    for name, value in {**WIDE_GATE_ENV, "KB_LEARN__MIN_NEW_CASES": "5", "KB_LEARN__REPLAY_CASES": "8"}.items():
+        monkeypatch.setenv(name, value)
+    _, err = run("bench", "soak", "--minutes", "0.5", expect=1)
+    assert "knowledge base is empty" in err
+    run("ingest", "guidelines", str(DEMO_GUIDELINES))
+    run("ingest", "cases", str(DEMO_CASES), "--labeled-by", "dr-a")
+    report = run.json(
+        "bench", "soak", "--minutes", "0.5", "--workers", "2", "--clients", "3", "--window-s", "10",
+        "--warmup-minutes", "0.1", "--update-at-minutes", "0.05",
+    )  # fmt: skip
+    check_json_keys("bench soak", report)
+    assert report["errors"] == 0, report["error_kinds"]
+    assert {"search", "recommend", "ingest", "update", "job"} <= set(report["routes"])
+    assert report["update"]["job"] == "succeeded" and report["update"]["cycle"] == "promoted"
+    assert len(report["windows"]) >= 3
+    assert len(report["rss_mb_end"]) == 2  # one entry per worker process
+    assert all(mb > 50 for mb in report["rss_mb_end"].values())
+    keys = run.json("keys", "list")
+    assert all(key["revoked_at"] for key in keys if key["name"].startswith("soak-"))
