@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
         "control_characters",
         "process_identity",
         "crypto",
+        "process_memory",
     },
     {"db", "audit", "llm", "keys"},
     {"index", "ingest", "imaging", "classifier"},

@@ -96,6 +96,11 @@ def read_checkpoints(paths: Iterable[Path]) -> list[Checkpoint]:
 
 def trusted_public_key(key_path: Path) -> str:
     """The public half of the signing key at `key_path` (the key `audit checkpoint` signs with)."""
+    if not key_path.is_file():
+        raise KBError(
+            f"no signing key at {key_path} to trust checkpoints by: pass --public-key (the hex key each checkpoint "
+            "line carries, as recorded when it was made) or --key"
+        )
     return crypto.public_key_hex(crypto.signing_key(key_path, create=False))
 
 

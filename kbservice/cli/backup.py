@@ -39,7 +39,6 @@ def restore(
     database_url: Annotated[
         str | None,
         typer.Option(
-            envvar="KB_DATABASE_URL",
             help="The database to restore into: an empty PostgreSQL database for a PostgreSQL backup "
             "(default: a new SQLite file in the data directory).",
         ),

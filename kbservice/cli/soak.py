@@ -23,6 +23,7 @@ from rich.table import Table
 from kbservice.cli.app import JsonFlag, author_or_user, bench_app, err, out, print_json, state
 from kbservice.errors import KBError
 from kbservice.keys import create_key, revoke_key
+from kbservice.process_memory import resident_mb
 from kbservice.services import initialise
 
 _MEDQUAD = Path("../shared/data/medquad/medquad_answered.jsonl")
@@ -128,7 +129,7 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], log_path: Path, timeo
 def _worker_rss_mb(server_pid: int) -> dict[int, float]:
     """Resident memory of each worker process of the server (the server itself when it has one worker)."""
     children = [pid for pid in _children(server_pid) if "resource_tracker" not in _cmdline(pid)]
-    return {pid: rss for pid in (children or [server_pid]) if (rss := _rss_mb(pid)) is not None}
+    return {pid: rss for pid in (children or [server_pid]) if (rss := resident_mb(pid)) is not None}
 
 
 def _children(pid: int) -> list[int]:
@@ -146,16 +147,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def _rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 def _print_report(report: dict[str, Any]) -> None:

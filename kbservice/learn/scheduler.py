@@ -18,6 +18,7 @@ from kbservice.config import LearnSettings
 from kbservice.db.lease import Lease
 from kbservice.learn.lease_guard import UPDATE_LEASE, LeaseBusyError, hold
 from kbservice.learn.update import STAGES, run_update_cycle
+from kbservice.process_memory import return_freed_memory
 from kbservice.types import UpdateReport
 
 if TYPE_CHECKING:
@@ -38,9 +39,15 @@ def run_once_with_lease(
     services: Services, *, holder: str, progress: Any = None, stages: Sequence[str] = STAGES
 ) -> UpdateReport:
     """One cycle under the update lease (LeaseBusyError if another process holds it); it stops at its next
-    check once `services.stopping` is set (graceful shutdown of the service running it)."""
-    with hold(update_lease(services, holder), stop=services.stopping) as held:
-        return run_update_cycle(services, triggered_by=holder, lease=held, progress=progress, stages=stages)
+    check once `services.stopping` is set (graceful shutdown of the service running it). Memory the cycle
+    freed is handed back to the system afterwards."""
+    try:
+        with hold(update_lease(services, holder), stop=services.stopping) as held:
+            return run_update_cycle(services, triggered_by=holder, lease=held, progress=progress, stages=stages)
+    finally:
+        # The cycle's model copy, gradients and activations are freed by now, but the allocator would keep
+        # their pages for the life of a serving process (see process_memory).
+        return_freed_memory()
 
 
 def trigger(settings: LearnSettings):  # type: ignore[no-untyped-def]
