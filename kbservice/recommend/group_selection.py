@@ -83,39 +83,104 @@ def fit_selected(
         selection = Selection(groups=present, l2=SHRINKAGE_GRID[0], out_of_fold_nll=None, why=why)
         return _fit(usable, names, present, SHRINKAGE_GRID[0]), selection
     folds = _stratified_folds([e.label for e in usable])
-    chosen: list[str] = []
-    current = _out_of_fold_losses(usable, names, chosen, SHRINKAGE_GRID[0], folds)
-    steps = [{"groups": [], "out_of_fold_nll": _mean(current)}]
-    while True:
-        trials = {
-            group: _out_of_fold_losses(usable, names, [*chosen, group], SHRINKAGE_GRID[0], folds)
-            for group in present
-            if group not in chosen
-        }
-        if not trials:
-            break
-        group = min(trials, key=lambda g: (float(trials[g].mean()), g))
-        gain = current - trials[group]  # per case, paired: the same cases under both fusions
-        standard_error = float(gain.std(ddof=1) / np.sqrt(len(gain)))
-        if gain.mean() < margin or gain.mean() <= STANDARD_ERRORS * standard_error:
-            break
-        chosen.append(group)
-        current = trials[group]
-        steps.append({"groups": list(chosen), "out_of_fold_nll": _mean(current), "gain_se": round(standard_error, 4)})
+    forward = _forward_selection(usable, names, present, margin, folds)
+    backward = _backward_elimination(usable, names, present, margin, folds)
+    # Forward selection can stop early (a group whose gain rests on a few cases is not significant on its own,
+    # though every group together is best: symptom2disease), backward elimination keeps groups that merely
+    # add noise; whichever path ends lower out of fold wins, ties going to the larger set.
+    path = min((backward, forward), key=lambda p: (round(float(p.losses.mean()), 6), -len(p.groups)))
+    chosen = path.groups
     l2 = SHRINKAGE_GRID[0]
     if chosen:
         losses = {value: _mean(_out_of_fold_losses(usable, names, chosen, value, folds)) for value in SHRINKAGE_GRID}
         l2 = min(SHRINKAGE_GRID, key=lambda value: (losses[value], value))
         current_nll = losses[l2]
     else:
-        current_nll = _mean(current)
+        current_nll = _mean(path.losses)
     why = (
-        f"forward selection over {', '.join(present) or 'no informative group'} on {len(usable)} held-out cases "
-        f"({len(folds)}-fold, class-balanced): a group enters if it lowers the out-of-fold log-loss per case by "
-        f"at least {margin} and by more than {STANDARD_ERRORS:g} standard errors of the paired difference"
+        f"{path.direction} over {', '.join(present) or 'no informative group'} on {len(usable)} held-out cases "
+        f"({len(folds)}-fold, class-balanced), the lower of forward selection (a group enters if it lowers the "
+        f"out-of-fold log-loss per case by at least {margin} and by more than {STANDARD_ERRORS:g} standard "
+        f"errors of the paired difference) and backward elimination (a group leaves on the same test)"
     )
+    steps = forward.steps + backward.steps
     selection = Selection(groups=chosen, l2=l2, out_of_fold_nll=current_nll, steps=steps, why=why)
     return _fit(usable, names, chosen, l2), selection
+
+
+@dataclass(frozen=True)
+class _Path:
+    direction: str
+    groups: list[str]
+    losses: np.ndarray  # per case, out of fold, of `groups`
+    steps: list[dict]
+
+
+def _significant(gain: np.ndarray, margin: float) -> tuple[bool, float]:
+    standard_error = float(gain.std(ddof=1) / np.sqrt(len(gain)))
+    return bool(gain.mean() >= margin and gain.mean() > STANDARD_ERRORS * standard_error), standard_error
+
+
+def _forward_selection(
+    examples: Sequence[Example], names: Sequence[str], present: Sequence[str], margin: float, folds: list[list[int]]
+) -> _Path:
+    """From no evidence, the group that lowers the loss most enters while its gain is significant."""
+    chosen: list[str] = []
+    current = _out_of_fold_losses(examples, names, chosen, SHRINKAGE_GRID[0], folds)
+    steps = [{"direction": "forward", "groups": [], "out_of_fold_nll": _mean(current)}]
+    while True:
+        trials = {
+            group: _out_of_fold_losses(examples, names, [*chosen, group], SHRINKAGE_GRID[0], folds)
+            for group in present
+            if group not in chosen
+        }
+        if not trials:
+            break
+        group = min(trials, key=lambda g: (float(trials[g].mean()), g))
+        accepted, standard_error = _significant(current - trials[group], margin)  # paired: the same cases
+        if not accepted:
+            break
+        chosen.append(group)
+        current = trials[group]
+        steps.append(
+            {
+                "direction": "forward",
+                "groups": list(chosen),
+                "out_of_fold_nll": _mean(current),
+                "gain_se": round(standard_error, 4),
+            }
+        )
+    return _Path("forward selection", chosen, current, steps)
+
+
+def _backward_elimination(
+    examples: Sequence[Example], names: Sequence[str], present: Sequence[str], margin: float, folds: list[list[int]]
+) -> _Path:
+    """From every informative group, the group whose removal lowers the loss most leaves while that gain is
+    significant."""
+    chosen = list(present)
+    current = _out_of_fold_losses(examples, names, chosen, SHRINKAGE_GRID[0], folds)
+    steps = [{"direction": "backward", "groups": list(chosen), "out_of_fold_nll": _mean(current)}]
+    while len(chosen) > 1:
+        trials = {
+            group: _out_of_fold_losses(examples, names, [g for g in chosen if g != group], SHRINKAGE_GRID[0], folds)
+            for group in chosen
+        }
+        group = min(trials, key=lambda g: (float(trials[g].mean()), g))
+        accepted, standard_error = _significant(current - trials[group], margin)
+        if not accepted:
+            break
+        chosen.remove(group)
+        current = trials[group]
+        steps.append(
+            {
+                "direction": "backward",
+                "groups": list(chosen),
+                "out_of_fold_nll": _mean(current),
+                "gain_se": round(standard_error, 4),
+            }
+        )
+    return _Path("backward elimination", chosen, current, steps)
 
 
 def _informative_groups(examples: Sequence[Example], names: Sequence[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Evidence-group selection for the fusion: a group enters only if it lowers the out-of-fold log-loss."""
+"""Evidence-group selection for the fusion: forward selection and backward elimination by out-of-fold
+log-loss, and the lower of the two."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import numpy as np
 import pytest
 
 from kbservice.recommend import evidence
-from kbservice.recommend.fusion import balanced_weights, fit_fusion
 from kbservice.recommend.group_selection import FEATURE_GROUPS, Example, fit_selected
 
 NAMES = [*evidence.EVIDENCE_FEATURES, *evidence.LLM_FEATURES]
@@ -31,39 +31,51 @@ def _out_of_sample_nll(fusion, examples: list[Example]) -> float:  # type: ignor
     return float(np.mean([-np.log(fusion.probabilities(e.matrix, NAMES)[e.truth[0]]) for e in examples]))
 
 
-def test_a_noise_group_is_left_out_and_the_fusion_equals_the_informative_group_alone() -> None:
-    examples = _examples(160, signal={"dense_vote": 2.0, "dense_best": 1.0})
+def _final(selection, direction: str) -> dict:  # type: ignore[no-untyped-def]
+    return [step for step in selection.steps if step["direction"] == direction][-1]
+
+
+@pytest.mark.parametrize(
+    ("signal", "seed"),
+    [
+        ({"dense_vote": 2.0, "dense_best": 1.0}, 0),
+        ({"classifier_logprob": 2.5, "llm_mean_logprob": 1.2}, 0),
+        ({"classifier_logprob": 0.6, "dense_vote": 0.6, "mention_affirmed": 0.4}, 3),
+    ],
+)
+def test_the_path_that_ends_lower_out_of_fold_is_chosen(signal: dict[str, float], seed: int) -> None:
+    examples = _examples(160, signal=signal, seed=seed)
     fusion, selection = fit_selected(examples, NAMES, margin=0.005)
-    assert selection.groups == ["similar_cases"]
-    noise = [n for g, names in FEATURE_GROUPS.items() if g != "similar_cases" for n in names]
-    assert all(fusion.weights[n] == 0.0 for n in noise)
-    assert fusion.weights["dense_vote"] > fusion.weights["dense_best"] > 0
-    # On fresh cases the selected fusion is no worse than one fitted on every feature (which overfits).
-    fresh = _examples(400, signal={"dense_vote": 2.0, "dense_best": 1.0}, seed=1)
-    everything = fit_fusion(
-        [e.matrix for e in examples],
-        [e.truth for e in examples],
-        NAMES,
-        example_weights=balanced_weights([e.label for e in examples]),
-    )
-    assert _out_of_sample_nll(fusion, fresh) <= _out_of_sample_nll(everything, fresh)
+    forward, backward = _final(selection, "forward"), _final(selection, "backward")
+    lower = min((backward, forward), key=lambda step: (step["out_of_fold_nll"], -len(step["groups"])))
+    assert selection.groups == lower["groups"]
+    assert selection.why.startswith("forward selection" if lower is forward else "backward elimination")
+    # The shrinkage is then chosen out of fold too: never worse than the path's own default.
+    assert selection.out_of_fold_nll is not None and selection.out_of_fold_nll <= lower["out_of_fold_nll"] + 1e-9
+    unused = [n for g, names in FEATURE_GROUPS.items() if g not in selection.groups for n in names]
+    assert all(fusion.weights[n] == 0.0 for n in unused)
+    informative = {n for n in signal}
+    assert all(fusion.weights[n] > 0 for n in informative if any(n in FEATURE_GROUPS[g] for g in selection.groups))
 
 
-def test_complementary_groups_both_enter_in_order_of_their_gain() -> None:
+def test_forward_selection_adds_complementary_groups_in_order_of_their_gain() -> None:
     examples = _examples(200, signal={"classifier_logprob": 2.5, "llm_mean_logprob": 1.2})
     _, selection = fit_selected(examples, NAMES, margin=0.005)
-    assert selection.groups == ["classifier", "language_model"]
-    losses = [step["out_of_fold_nll"] for step in selection.steps]
-    assert losses == sorted(losses, reverse=True) and len(losses) == 3  # none, + classifier, + model
-    assert selection.out_of_fold_nll is not None and selection.out_of_fold_nll <= losses[-1] + 1e-9
+    forward = [step for step in selection.steps if step["direction"] == "forward"]
+    assert [step["groups"] for step in forward] == [[], ["classifier"], ["classifier", "language_model"]]
+    losses = [step["out_of_fold_nll"] for step in forward]
+    assert losses == sorted(losses, reverse=True)
+    assert {"classifier", "language_model"} <= set(selection.groups)
 
 
-def test_the_margin_decides_whether_a_weak_group_enters() -> None:
+def test_the_margin_decides_whether_a_weak_group_enters_or_leaves() -> None:
     examples = _examples(200, signal={"classifier_logprob": 2.5, "llm_mean_logprob": 1.2})
     _, loose = fit_selected(examples, NAMES, margin=0.0)
     _, strict = fit_selected(examples, NAMES, margin=0.5)
-    assert "classifier" in loose.groups and "classifier" in strict.groups
-    assert "language_model" in loose.groups and strict.groups == ["classifier"]
+    assert _final(loose, "forward")["groups"] == ["classifier", "language_model"]
+    assert _final(strict, "forward")["groups"] == ["classifier"]  # the model's gain is below 0.5 nats
+    # ... and with so strict a margin no group earns its removal either: backward keeps every group
+    assert len(_final(strict, "backward")["groups"]) == len(FEATURE_GROUPS)
 
 
 def test_selection_is_deterministic() -> None:
@@ -95,8 +107,7 @@ def test_no_usable_example_is_an_error() -> None:
 
 
 def test_without_a_margin_every_informative_group_enters_as_before_selection() -> None:
-    # The default (recommend.fusion_group_margin unset): on symptom2disease selection kept only the similar
-    # cases and lost accuracy, so it is opt-in; unset, the fusion is fitted on every informative group.
+    # recommend.fusion_group_margin unset: the fusion is fitted on every informative group.
     examples = _examples(160, signal={"dense_vote": 2.0})
     fusion, selection = fit_selected(examples, NAMES, margin=None)
     assert set(selection.groups) == set(FEATURE_GROUPS) and "selection is off" in selection.why
