@@ -116,6 +116,16 @@ class _Path:
     steps: list[dict]
 
 
+def _step(direction: str, groups: Sequence[str], losses: np.ndarray, standard_error: float) -> dict:
+    """One accepted move of a path, as `Selection.steps` records it."""
+    return {
+        "direction": direction,
+        "groups": list(groups),
+        "out_of_fold_nll": _mean(losses),
+        "gain_se": round(standard_error, 4),
+    }
+
+
 def _significant(gain: np.ndarray, margin: float) -> tuple[bool, float]:
     standard_error = float(gain.std(ddof=1) / np.sqrt(len(gain)))
     return bool(gain.mean() >= margin and gain.mean() > STANDARD_ERRORS * standard_error), standard_error
@@ -142,14 +152,7 @@ def _forward_selection(
             break
         chosen.append(group)
         current = trials[group]
-        steps.append(
-            {
-                "direction": "forward",
-                "groups": list(chosen),
-                "out_of_fold_nll": _mean(current),
-                "gain_se": round(standard_error, 4),
-            }
-        )
+        steps.append(_step("forward", chosen, current, standard_error))
     return _Path("forward selection", chosen, current, steps)
 
 
@@ -172,14 +175,7 @@ def _backward_elimination(
             break
         chosen.remove(group)
         current = trials[group]
-        steps.append(
-            {
-                "direction": "backward",
-                "groups": list(chosen),
-                "out_of_fold_nll": _mean(current),
-                "gain_se": round(standard_error, 4),
-            }
-        )
+        steps.append(_step("backward", chosen, current, standard_error))
     return _Path("backward elimination", chosen, current, steps)
 
 
