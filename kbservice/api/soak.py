@@ -46,7 +46,7 @@ class _Window:
                 }
                 for route in routes
             },
-            "rss_mb": {str(pid): mb for pid, mb in self.rss_mb.items()},
+            "rss_mb": [{"pid": pid, "mb": mb} for pid, mb in sorted(self.rss_mb.items())],
         }
 
 
@@ -169,7 +169,16 @@ def _report(url: str, plan: SoakPlan, windows: list[_Window], update: dict[str, 
     after_warmup = next((w for w in windows if w.started_s >= plan.warmup_s), windows[-1])
     baseline = windows[windows.index(after_warmup) - 1].rss_mb if windows.index(after_warmup) else windows[0].rss_mb
     end = windows[-1].rss_mb
-    growth = {str(pid): round(100 * (end[pid] - baseline[pid]) / baseline[pid], 1) for pid in end if baseline.get(pid)}
+    # A list keyed inside, not a dict keyed by pid: the report's shape must not change from run to run.
+    worker_memory = [
+        {
+            "pid": pid,
+            "rss_mb_after_warmup": baseline.get(pid),
+            "rss_mb_end": mb,
+            "rss_growth_pct": round(100 * (mb - baseline[pid]) / baseline[pid], 1) if baseline.get(pid) else None,
+        }
+        for pid, mb in sorted(end.items())
+    ]
     return {
         "url": url,
         "seconds": round(elapsed, 1),
@@ -182,9 +191,7 @@ def _report(url: str, plan: SoakPlan, windows: list[_Window], update: dict[str, 
             for route, values in sorted(all_latencies.items())
         },
         "update": update,
-        "rss_mb_after_warmup": {str(pid): mb for pid, mb in baseline.items()},
-        "rss_mb_end": {str(pid): mb for pid, mb in end.items()},
-        "rss_growth_pct": growth,
+        "worker_memory": worker_memory,
         "windows": [window.summary() for window in windows],
     }
 

@@ -161,10 +161,11 @@ def _print_report(report: dict[str, Any]) -> None:
         for route in routes:
             shown = window["routes"].get(route)
             cells.append(f"{shown['p95_ms']} ({shown['requests']}, {shown['errors']} err)" if shown else "-")
-        table.add_row(str(window["started_s"]), *cells, " ".join(str(v) for v in window["rss_mb"].values()))
+        table.add_row(str(window["started_s"]), *cells, " ".join(str(w["mb"]) for w in window["rss_mb"]))
     out.print(table)
-    for pid, growth in report["rss_growth_pct"].items():
+    for worker in report["worker_memory"]:
+        growth = worker["rss_growth_pct"]
         out.print(
-            f"worker {pid}: {report['rss_mb_after_warmup'].get(pid)} MB after warm-up -> "
-            f"{report['rss_mb_end'].get(pid)} MB at the end ({growth:+.1f}%)"
+            f"worker {worker['pid']}: {worker['rss_mb_after_warmup']} MB after warm-up -> "
+            f"{worker['rss_mb_end']} MB at the end ({'n/a' if growth is None else f'{growth:+.1f}%'})"
         )
