@@ -25,6 +25,7 @@ from kbservice.checksums import file_sha256
 from kbservice.config import Settings
 from kbservice.db import make_engine, migrate
 from kbservice.db.backup import backup_database, database_kind, is_empty, restore_database
+from kbservice.durable_files import fsync_tree
 from kbservice.errors import KBError
 from kbservice.imaging.deid_key import LOCAL_KEK_FILE
 from kbservice.index.snapshot import MANIFEST_NAME, read_manifest, snapshot_lock
@@ -95,7 +96,7 @@ def make_backup(*, settings: Settings, engine: Engine, target: Path, progress: P
         "files": entries,
     }
     (partial / BACKUP_MANIFEST).write_text(json.dumps(manifest, indent=2))
-    _fsync_tree(partial)
+    fsync_tree(partial)
     if target.exists():
         target.rmdir()
     os.replace(partial, target)
@@ -223,12 +224,3 @@ def _checksums(root: Path) -> list[dict[str, Any]]:
         {"path": str(path.relative_to(root)), "sha256": file_sha256(path), "bytes": path.stat().st_size}
         for path in sorted(p for p in root.rglob("*") if p.is_file())
     ]
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in [*root.rglob("*"), root]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -31,8 +31,14 @@ def default_data_dir() -> Path:
 
 class EmbedderSettings(BaseModel):
     model_path: Path | None = None  # None: the packaged all-MiniLM-L6-v2
+    # torch runs the sentence-transformers model as it is; onnx runs an export of it on ONNX Runtime, made
+    # once into `export_dir` (None: the data directory's models/ folder). A base built by one backend is
+    # refused by the other until `kbservice index rebuild --reembed`.
+    backend: Literal["torch", "onnx"] = "torch"
+    onnx_precision: Literal["fp32", "int8"] = "int8"
+    export_dir: Path | None = None
     batch_size: int = Field(16, ge=1)
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA when torch sees a GPU, else the CPU; or name one ("cpu", "cuda:1")
 
 
 class ChunkingSettings(BaseModel):
@@ -75,7 +81,7 @@ class IndexSettings(BaseModel):
 
 class LLMSettings(BaseModel):
     model_path: Path | None = None  # None: the packaged SmolLM2-135M-Instruct, converted once into data_dir/models
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA (bfloat16) when torch sees a GPU, else the CPU (float32)
 
 
 class RetrievalSettings(BaseModel):

@@ -23,8 +23,11 @@ from kbservice.db.image_store import ImageStore
 from kbservice.db.recommendation_store import RecommendationStore
 from kbservice.db.secret_store import SecretStore
 from kbservice.db.service_store import ApiKeyStore, IdempotencyStore, JobStore
+from kbservice.devices import resolve_device
 from kbservice.imaging.deid_key import deid_key
-from kbservice.index.embedder import SentenceTransformerEmbedder
+from kbservice.index.embedder import SentenceTransformerEmbedder, packaged_model_dir
+from kbservice.index.onnx_embedder import OnnxEmbedder
+from kbservice.index.onnx_export import ensure_onnx_export
 from kbservice.index.protocols import Embedder
 from kbservice.index.query_batching import BatchingEmbedder
 from kbservice.index.replica import IndexReplica
@@ -67,7 +70,14 @@ class Services:
     @cached_property
     def embedder(self) -> Embedder:
         cfg = self.settings.embedder
-        return SentenceTransformerEmbedder(cfg.model_path, batch_size=cfg.batch_size, device=cfg.device)
+        if cfg.backend == "onnx":
+            export = ensure_onnx_export(
+                cfg.model_path or packaged_model_dir(),
+                cache_dir=cfg.export_dir or self.settings.models_dir,
+                precision=cfg.onnx_precision,
+            )
+            return OnnxEmbedder(export, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
+        return SentenceTransformerEmbedder(cfg.model_path, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
 
     def replica_unopened(self) -> IndexReplica:
         """A replica that has not loaded its snapshot: for verify and rebuild, which must not fail on it."""

@@ -115,6 +115,12 @@ def tiny_embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "tiny"
 
 
+@pytest.fixture(scope="session")
+def onnx_export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export cache for the session (an export takes seconds; every test would repeat it)."""
+    return tmp_path_factory.mktemp("onnx-exports")
+
+
 def write(path: Path, content: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, bytes):

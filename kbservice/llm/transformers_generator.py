@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kbservice.devices import model_dtype_name, resolve_device
 from kbservice.errors import UnknownAdapterError
 from kbservice.llm.model_files import BaseModel
 from kbservice.llm.scoring import (
@@ -44,7 +45,9 @@ class TransformersGenerator:
         self.model_name = base.name
         self.model_sha256 = base.sha256
         self.tokenizer = AutoTokenizer.from_pretrained(str(base.path))
-        self.model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32).to(device).eval()
+        device = resolve_device(device)
+        dtype = getattr(torch, model_dtype_name(device))
+        self.model = AutoModelForCausalLM.from_pretrained(str(base.path), dtype=dtype).to(device).eval()
         self._lock = threading.Lock()  # one forward at a time: the model is shared by request threads
         # The static prompt head's cache per adapter (LoRA on the attention changes the head's keys/values).
         self._heads: dict[str | None, tuple[str, PrefixCache]] = {}

@@ -33,3 +33,12 @@ def test_a_short_soak_runs_every_route_without_errors(run_with_model: Cli, monke
     assert all(worker["rss_mb_end"] > 50 for worker in report["worker_memory"])
     keys = run.json("keys", "list")
     assert all(key["revoked_at"] for key in keys if key["name"].startswith("soak-"))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_update_cycle_outside_the_run_is_refused_before_anything_starts(run: Cli) -> None:
+    """It used to wait for the cycle's start time long after the traffic had stopped (a hang)."""
+    _, err = run("bench", "soak", "--minutes", "0.5", "--update-at-minutes", "1", expect=1)
+    assert "--update-at-minutes 1 must fall inside the run (--minutes 0.5)" in err
+    _, err = run("bench", "soak", "--minutes", "1", "--update-at-minutes", "0.2", "--no-update", expect=1)
+    assert "cannot be given with --no-update" in err

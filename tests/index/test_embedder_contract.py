@@ -1,5 +1,6 @@
 """The Embedder contract, run by every implementation: the packaged sentence-transformers model, a tiny
-random one (any local model directory works through configuration), and the query-batching wrapper."""
+random one (any local model directory works through configuration), the query-batching wrapper, and the
+ONNX Runtime exports of both models (fp32 and int8)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kbservice.index.embedder import SentenceTransformerEmbedder
+from kbservice.index.embedder import SentenceTransformerEmbedder, packaged_model_dir
+from kbservice.index.onnx_embedder import OnnxEmbedder
+from kbservice.index.onnx_export import ensure_onnx_export
 from kbservice.index.protocols import Embedder
 from kbservice.index.query_batching import BatchingEmbedder
 
@@ -73,3 +76,49 @@ class TestQueryBatching(EmbedderContract):
     @pytest.fixture
     def embedder(self, tiny_embedder_dir: Path) -> Embedder:
         return BatchingEmbedder(SentenceTransformerEmbedder(tiny_embedder_dir))
+
+
+class TestOnnxFp32(EmbedderContract):
+    @pytest.fixture
+    def embedder(self, onnx_export_dir: Path) -> Embedder:
+        export = ensure_onnx_export(packaged_model_dir(), cache_dir=onnx_export_dir, precision="fp32")
+        return OnnxEmbedder(export, batch_size=3)
+
+    def test_it_reproduces_the_torch_model(self, embedder: Embedder) -> None:
+        torch_vectors = SentenceTransformerEmbedder().encode(TEXTS)
+        assert np.abs(embedder.encode(TEXTS) - torch_vectors).max() < 1e-5
+
+    def test_it_counts_tokens_like_the_torch_model(self, embedder: Embedder) -> None:
+        assert embedder.count_tokens(TEXTS) == SentenceTransformerEmbedder().count_tokens(TEXTS)
+        assert embedder.max_tokens == SentenceTransformerEmbedder().max_tokens
+
+    def test_the_id_names_the_export_beside_the_weights(self, embedder: Embedder) -> None:
+        torch_id = SentenceTransformerEmbedder().embedder_id
+        assert embedder.embedder_id != torch_id and "+onnx-fp32@" in embedder.embedder_id
+        assert embedder.embedder_id.split("+")[0] == torch_id.split("/")[0]
+
+
+class TestOnnxInt8(EmbedderContract):
+    @pytest.fixture
+    def embedder(self, onnx_export_dir: Path) -> Embedder:
+        export = ensure_onnx_export(packaged_model_dir(), cache_dir=onnx_export_dir, precision="int8")
+        return OnnxEmbedder(export)
+
+    def test_it_stays_close_to_the_torch_model(self, embedder: Embedder) -> None:
+        cosines = (embedder.encode(TEXTS) * SentenceTransformerEmbedder().encode(TEXTS)).sum(axis=1)
+        assert cosines.min() > 0.95, cosines
+
+    def test_similar_texts_are_closer_than_unrelated_ones(self, embedder: Embedder) -> None:
+        a, b, c = embedder.encode(["fever and productive cough", "pneumonia with cough and fever", "a broken wrist"])
+        assert a @ b > a @ c
+
+
+class TestOnnxLocalModelDirectory(EmbedderContract):
+    @pytest.fixture
+    def embedder(self, tiny_embedder_dir: Path, onnx_export_dir: Path) -> Embedder:
+        export = ensure_onnx_export(tiny_embedder_dir, cache_dir=onnx_export_dir, precision="fp32")
+        return OnnxEmbedder(export, batch_size=2)
+
+    def test_it_reproduces_its_torch_model(self, embedder: Embedder, tiny_embedder_dir: Path) -> None:
+        torch_vectors = SentenceTransformerEmbedder(tiny_embedder_dir).encode(TEXTS)
+        assert np.abs(embedder.encode(TEXTS) - torch_vectors).max() < 1e-5

@@ -60,3 +60,15 @@ def test_training_lowers_the_loss_and_saves_an_adapter(tiny_lm_dir: Path, tmp_pa
         out_dir=tmp_path / "a2",
     )
     assert again.losses[0] < result.losses[0] - 0.2
+
+
+def test_a_packed_sequence_moves_every_tensor_to_the_training_device(tiny_lm_dir: Path) -> None:
+    """The CUDA path of training, exercised on torch's "meta" device (present without a GPU)."""
+    tokenizer, _ = load_base(tiny_lm_dir)
+    items = tokenize(tokenizer, [TrainingExample(1, "Findings: wheeze\nDiagnosis:", " Asthma")], max_tokens=1024)
+    packed = packed_sequence(items)
+    assert packed.to("cpu") is packed
+    moved = packed.to("meta")
+    for name in ("input_ids", "position_ids", "attention_mask", "predict_at", "labels", "soft_at", "soft_source"):
+        assert getattr(moved, name).device.type == "meta" and getattr(moved, name).shape == getattr(packed, name).shape
+    assert moved.soft_vectors is None
