@@ -28,14 +28,17 @@ def fsync_tree(root: Path) -> None:
 def publish_directory(staging: Path, destination: Path, *, complete_marker: str) -> None:
     """Renames a fully written `staging` folder to `destination` in one step, so readers see all of it or
     nothing. When another process published the same result first (its `complete_marker` file exists),
-    ours is dropped: both were built from the same inputs."""
+    ours is dropped: both were built from the same inputs. A folder there without the marker is debris (a
+    result is only ever published whole, so someone removed its marker or wrote into it): ours replaces it."""
     fsync_tree(staging)
     try:
         os.replace(staging, destination)
     except OSError:
-        if not (destination / complete_marker).exists():
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
+        if (destination / complete_marker).exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            shutil.rmtree(destination)
+            os.replace(staging, destination)
     fsync_path(destination.parent)
 
 

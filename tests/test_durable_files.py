@@ -32,10 +32,12 @@ def test_a_second_builder_yields_to_a_published_result(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
-def test_an_unfinished_folder_in_the_way_is_an_error(tmp_path: Path) -> None:
+def test_debris_without_the_marker_is_replaced(tmp_path: Path) -> None:
+    """An export whose record was deleted used to block every later export (the rename failed forever)."""
     target = tmp_path / "model"
     target.mkdir()
     (target / "stray").write_text("not a published result")
-    with pytest.raises(OSError), staged_directory(target, complete_marker="done.json") as staging:
+    with staged_directory(target, complete_marker="done.json") as staging:
         (staging / "done.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["done.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -11,6 +11,7 @@ ONNX or on int8 ONNX is refused by the others until it is re-embedded.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +28,8 @@ def _session(model_file: str, provider: str):  # type: ignore[no-untyped-def]
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ONNX Runtime ignores OMP_NUM_THREADS, which `serve --workers N` sets to share the cores among workers.
+    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     return onnxruntime.InferenceSession(model_file, options, providers=[provider])
 
 
@@ -97,6 +100,6 @@ class OnnxEmbedder:
             types[row, :n] = encoding.type_ids
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         vectors = self._session.run([OUTPUT_NAME], {n: feeds[n] for n in self.export.input_names})[0]
-        # The graph ends in the model's own Normalize module; normalising again only removes float drift
-        # (int8 graphs) so every vector has unit length exactly as the index expects.
+        # Normalised here as the torch embedder does (a pipeline need not end in a Normalize module), which
+        # also removes the int8 graphs' float drift: every vector has unit length as the index expects.
         return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)

@@ -82,12 +82,14 @@ def read_export(directory: Path) -> OnnxExport:
         record = json.loads((directory / EXPORT_RECORD).read_text())
     except (OSError, ValueError) as exc:
         raise KBError(f"{directory} is not a kbservice ONNX export ({exc})") from exc
-    actual = file_sha256(directory / MODEL_FILE)
-    if actual != record["sha256"]:
-        raise KBError(
-            f"the ONNX export {directory / MODEL_FILE} does not match its recorded checksum "
-            f"({actual[:12]} != {record['sha256'][:12]}); delete {directory} to export again"
-        )
+    # The tokenizer is checked too: another vocabulary would change every vector under the same id.
+    for file, recorded in ((MODEL_FILE, record["sha256"]), (TOKENIZER_FILE, record["tokenizer_sha256"])):
+        actual = file_sha256(directory / file)
+        if actual != recorded:
+            raise KBError(
+                f"the ONNX export {directory / file} does not match its recorded checksum "
+                f"({actual[:12]} != {recorded[:12]}); delete {directory} to export again"
+            )
     return OnnxExport(
         directory=directory,
         precision=record["precision"],
@@ -138,6 +140,7 @@ def _export(model_dir: Path, destination: Path, *, precision: OnnxPrecision, nam
             "source_fingerprint": fingerprint,
             "precision": precision,
             "sha256": file_sha256(final),
+            "tokenizer_sha256": file_sha256(staging / TOKENIZER_FILE),
             "dimension": int(reference.shape[1]),
             "max_tokens": int(model.max_seq_length),
             "input_names": list(input_names),

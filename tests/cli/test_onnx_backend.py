@@ -50,4 +50,11 @@ def test_a_tampered_export_is_refused(run: Cli, monkeypatch: pytest.MonkeyPatch,
         handle.seek(-64, 2)
         handle.write(b"\0" * 64)
     _, err = run("search", "asthma", expect=1)
-    assert "does not match its recorded checksum" in err and str(folder) in err
+    assert "does not match its recorded checksum" in err and str(folder / "model.onnx") in err
+    (folder / "kbservice-export.json").unlink()  # an unfinished export is made again, byte for byte
+    run("search", "asthma")
+    assert json.loads((folder / "kbservice-export.json").read_text())["sha256"] == record["sha256"]
+    tokenizer = folder / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text().replace('"[UNK]"', '"[UNKNOWN]"'))
+    _, err = run("search", "asthma", expect=1)
+    assert "does not match its recorded checksum" in err and str(tokenizer) in err

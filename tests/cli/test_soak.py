@@ -35,6 +35,21 @@ def test_a_short_soak_runs_every_route_without_errors(run_with_model: Cli, monke
     assert all(key["revoked_at"] for key in keys if key["name"].startswith("soak-"))
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_traffic_only_soak_on_postgresql(run_with_model: Cli) -> None:
+    """The same traffic against PostgreSQL (the update cycle there is covered by the scheduler tests)."""
+    run = run_with_model
+    run("ingest", "guidelines", str(DEMO_GUIDELINES))
+    run("ingest", "cases", str(DEMO_CASES), "--labeled-by", "dr-a")
+    report = run.json(
+        "bench", "soak", "--minutes", "0.5", "--workers", "2", "--clients", "3", "--window-s", "10",
+        "--warmup-minutes", "0.1", "--no-update",
+    )  # fmt: skip
+    assert report["errors"] == 0, report["error_kinds"]
+    assert {"search", "recommend", "ingest"} <= set(report["routes"]) and "update" not in report["routes"]
+    assert report["update"] == {} and len(report["worker_memory"]) == 2
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_update_cycle_outside_the_run_is_refused_before_anything_starts(run: Cli) -> None:
     """It used to wait for the cycle's start time long after the traffic had stopped (a hang)."""
