@@ -14,7 +14,7 @@ and assigned deterministically, so the same examples always give the same choice
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,25 +138,14 @@ def _forward_selection(
     examples: Sequence[Example], names: Sequence[str], present: Sequence[str], margin: float, folds: list[list[int]]
 ) -> _Path:
     """From no evidence, the group that lowers the loss most enters while its gain is significant."""
-    chosen: list[str] = []
-    current = _out_of_fold_losses(examples, names, chosen, SHRINKAGE_GRID[0], folds)
-    steps = [{"direction": "forward", "groups": [], "out_of_fold_nll": _mean(current)}]
-    while True:
-        trials = {
-            group: _out_of_fold_losses(examples, names, [*chosen, group], SHRINKAGE_GRID[0], folds)
-            for group in present
-            if group not in chosen
-        }
-        if not trials:
-            break
-        group = min(trials, key=lambda g: (float(trials[g].mean()), g))
-        accepted, standard_error = _significant(current - trials[group], margin)  # paired: the same cases
-        if not accepted:
-            break
-        chosen.append(group)
-        current = trials[group]
-        steps.append(_step("forward", chosen, current, standard_error))
-    return _Path("forward selection", chosen, current, steps)
+    return _greedy_path(
+        "forward",
+        "forward selection",
+        start=[],
+        moves=lambda chosen: {g: [*chosen, g] for g in present if g not in chosen},
+        losses=lambda groups: _out_of_fold_losses(examples, names, groups, SHRINKAGE_GRID[0], folds),
+        margin=margin,
+    )
 
 
 def _backward_elimination(
@@ -164,22 +153,38 @@ def _backward_elimination(
 ) -> _Path:
     """From every informative group, the group whose removal lowers the loss most leaves while that gain is
     significant."""
-    chosen = list(present)
-    current = _out_of_fold_losses(examples, names, chosen, SHRINKAGE_GRID[0], folds)
-    steps = [{"direction": "backward", "groups": list(chosen), "out_of_fold_nll": _mean(current)}]
-    while len(chosen) > 1:
-        trials = {
-            group: _out_of_fold_losses(examples, names, [g for g in chosen if g != group], SHRINKAGE_GRID[0], folds)
-            for group in chosen
-        }
-        group = min(trials, key=lambda g: (float(trials[g].mean()), g))
-        accepted, standard_error = _significant(current - trials[group], margin)
+    return _greedy_path(
+        "backward",
+        "backward elimination",
+        start=list(present),
+        moves=lambda chosen: {g: [c for c in chosen if c != g] for g in chosen} if len(chosen) > 1 else {},
+        losses=lambda groups: _out_of_fold_losses(examples, names, groups, SHRINKAGE_GRID[0], folds),
+        margin=margin,
+    )
+
+
+def _greedy_path(
+    direction: str,
+    name: str,
+    *,
+    start: list[str],
+    moves: Callable[[list[str]], dict[str, list[str]]],
+    losses: Callable[[list[str]], np.ndarray],
+    margin: float,
+) -> _Path:
+    """Takes, move by move, the move (a group entering or leaving: `moves` maps each group to the groups
+    after it) that lowers the per-case out-of-fold loss most, while its gain is significant."""
+    chosen = start
+    current = losses(chosen)
+    steps = [{"direction": direction, "groups": list(chosen), "out_of_fold_nll": _mean(current)}]
+    while trials := {group: (after, losses(after)) for group, after in moves(chosen).items()}:
+        group = min(trials, key=lambda g: (float(trials[g][1].mean()), g))
+        accepted, standard_error = _significant(current - trials[group][1], margin)  # paired: the same cases
         if not accepted:
             break
-        chosen.remove(group)
-        current = trials[group]
-        steps.append(_step("backward", chosen, current, standard_error))
-    return _Path("backward elimination", chosen, current, steps)
+        chosen, current = trials[group]
+        steps.append(_step(direction, chosen, current, standard_error))
+    return _Path(name, chosen, current, steps)
 
 
 def _informative_groups(examples: Sequence[Example], names: Sequence[str]) -> list[str]:
