@@ -183,7 +183,7 @@ def verify_backup(source: Path, manifest: dict[str, Any], *, progress: Progress 
 
 
 def _copy_index_snapshot(index_dir: Path, target: Path) -> None:
-    """The current snapshot (manifest and the index file it names), copied under the snapshot lock so no
+    """The current snapshot (manifest and the index files it names), copied under the snapshot lock so no
     writer replaces it halfway."""
     if not index_dir.exists():
         return
@@ -191,7 +191,7 @@ def _copy_index_snapshot(index_dir: Path, target: Path) -> None:
         manifest = read_manifest(index_dir)
         if manifest is None:
             return
-        for name in (manifest.index_file, MANIFEST_NAME):
+        for name in (*manifest.files, MANIFEST_NAME):
             _copy(index_dir / name, target / name)
 
 

@@ -77,6 +77,9 @@ class IndexSettings(BaseModel):
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_construction: int = Field(64, ge=8)
     hnsw_ef_search: int = Field(128, ge=8)
+    # Lexical search from an in-memory BM25 replica (ranked as SQLite FTS5's bm25()), snapshotted with the
+    # vector index; false: every lexical search is an SQL full-text query.
+    lexical_replica: bool = True
 
 
 class LLMSettings(BaseModel):

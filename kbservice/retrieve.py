@@ -1,4 +1,5 @@
-"""Hybrid retrieval: dense (FAISS) and lexical (SQL full-text) rankings fused by reciprocal rank, at a version."""
+"""Hybrid retrieval: dense (FAISS) and lexical (in-memory BM25, else SQL full-text) rankings fused by reciprocal
+rank, at a version."""
 
 from __future__ import annotations
 
@@ -123,7 +124,15 @@ class Retriever:
                 also_exclude=np.asarray(sorted(excluded), dtype=np.int64),
             )
         if mode in ("lexical", "hybrid"):
-            found = self.store.lexical_search(query, version=version, limit=depth + len(excluded), kind=kind)
+            found = self.replica.lexical_search(
+                query,
+                k=depth,
+                version=version,
+                kind=kind,
+                also_exclude=np.asarray(sorted(excluded), dtype=np.int64),
+            )
+            if found is None:  # no in-memory replica, or a query only the SQL full-text index can answer
+                found = self.store.lexical_search(query, version=version, limit=depth + len(excluded), kind=kind)
             lexical = [(cid, score) for cid, score in found if cid not in excluded][:depth]
         return dense, lexical
 

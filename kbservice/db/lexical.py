@@ -6,6 +6,11 @@ import re
 
 from sqlalchemy import Connection, text
 
+# The FTS5 table's tokenizer (migration 0002) and bm25() column weights (context, text): a document's title
+# and section path count half as much as its body. The in-memory lexical replica ranks with the same two.
+FTS_TOKENIZE = "porter unicode61"
+COLUMN_WEIGHTS = (0.5, 1.0)
+
 # Questions carry many function words; FTS5 has no stop list, and OR-ing them floods the ranking.
 STOPWORDS = frozenset(
     [
@@ -165,7 +170,7 @@ def lexical_search(
         match = " OR ".join(f'"{term}"' for term in terms)
         rows = connection.execute(
             text(
-                "SELECT c.id, bm25(chunks_fts, 0.5, 1.0) AS rank FROM chunks_fts "
+                f"SELECT c.id, bm25(chunks_fts, {COLUMN_WEIGHTS[0]}, {COLUMN_WEIGHTS[1]}) AS rank FROM chunks_fts "
                 "JOIN chunks c ON c.id = chunks_fts.rowid "
                 "WHERE chunks_fts MATCH :match AND c.version_added <= :v "
                 "AND (c.version_removed IS NULL OR c.version_removed > :v) "

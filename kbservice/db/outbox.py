@@ -9,6 +9,8 @@ from sqlalchemy import Engine, func, select
 
 from kbservice.db.schema import chunks, index_outbox
 
+_IN_LIST_LIMIT = 5000  # ids per IN (...) list: well under SQLite's bound-parameter limit
+
 
 class OutboxFeed:
     engine: Engine
@@ -55,6 +57,17 @@ class OutboxFeed:
     def chunk_count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(chunks)).scalar_one()
+
+    def chunk_fields(self, ids: np.ndarray) -> list[tuple[str | None, str]]:
+        """(context, text) of each chunk in `ids`, in that order: what the lexical index tokenizes."""
+        found: dict[int, tuple[str | None, str]] = {}
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), _IN_LIST_LIMIT):
+            part = wanted[start : start + _IN_LIST_LIMIT]
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(chunks.c.id, chunks.c.context, chunks.c.text).where(chunks.c.id.in_(part)))
+                found.update((row.id, (row.context, row.text)) for row in rows)
+        return [found[i] for i in wanted]
 
     def chunk_texts(self, *, after_id: int = 0, batch_size: int = 2000) -> Iterator[list[tuple[int, str]]]:
         """(chunk id, text the embedder sees) in id order, in batches: the input for re-embedding."""

@@ -1,7 +1,8 @@
-"""Atomic index snapshots: the index file, then a manifest that names it, each written temp -> fsync -> rename.
+"""Atomic index snapshots: the index files, then a manifest that names them, each written temp -> fsync -> rename.
 
-The manifest is the commit point: it names the index file and its sha256, so a crash at any moment leaves
-either the old snapshot or the new one, never a mix.
+A snapshot is the FAISS index and, when the lexical replica is on, its BM25 index, both at the same outbox
+position. The manifest is the commit point: it names each file and its sha256, so a crash at any moment
+leaves either the old snapshot or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import fcntl
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from kbservice.checksums import file_sha256
 from kbservice.config import IndexSettings
 from kbservice.durable_files import fsync_path
 from kbservice.errors import IndexMismatchError
+from kbservice.index.bm25_index import Bm25Index, read_bm25
 from kbservice.index.faiss_index import read_index
 from kbservice.index.protocols import VectorIndex
 
@@ -39,11 +41,19 @@ class Manifest:
     dimension: int
     kind: str
     built_at: str
+    # The lexical replica's BM25 index at the same position; None in snapshots written without it.
+    lexical_file: str | None = None
+    lexical_sha256: str | None = None
 
     @property
     def build_id(self) -> str:
         """Names this exact index build: provenance records it with every answer."""
         return f"seq{self.applied_seq}-{self.sha256[:12]}"
+
+    @property
+    def files(self) -> list[str]:
+        """Every file this snapshot consists of (what a backup copies), the manifest aside."""
+        return [self.index_file] + ([self.lexical_file] if self.lexical_file else [])
 
 
 @contextlib.contextmanager
@@ -58,36 +68,66 @@ def snapshot_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_snapshot(index: VectorIndex, directory: Path, *, applied_seq: int, embedder_id: str) -> Manifest:
-    """Writes `index` and a manifest atomically, then deletes index files no manifest names."""
+def _write_durably(directory: Path, name: str, write: Callable[[Path], None]) -> str:
+    """Writes `name` through a temp file, fsynced and renamed into place; returns its sha256."""
+    temp = directory / f".{name}.tmp"
+    write(temp)
+    fsync_path(temp)
+    os.replace(temp, directory / name)
+    return file_sha256(directory / name)
+
+
+def write_snapshot(
+    index: VectorIndex,
+    directory: Path,
+    *,
+    applied_seq: int,
+    embedder_id: str,
+    lexical: Bm25Index | None = None,
+) -> Manifest:
+    """Writes `index` (and `lexical`, when given) and a manifest atomically, then deletes the files no
+    manifest names."""
     with snapshot_lock(directory):
-        index_name = f"index-{applied_seq}-{uuid.uuid4().hex[:8]}.faiss"
-        temp_index = directory / f".{index_name}.tmp"
-        index.write(temp_index)
-        fsync_path(temp_index)
-        os.replace(temp_index, directory / index_name)
+        tag = f"{applied_seq}-{uuid.uuid4().hex[:8]}"
+        index_name = f"index-{tag}.faiss"
+        index_sha = _write_durably(directory, index_name, index.write)
+        lexical_name = lexical_sha = None
+        if lexical is not None:
+            if lexical.size != index.size:
+                raise IndexMismatchError(
+                    f"the lexical index holds {lexical.size} chunks, the vector index {index.size}; not writing "
+                    f"a snapshot that disagrees with itself"
+                )
+            lexical_name = f"lexical-{tag}.npz"
+            lexical_sha = _write_durably(directory, lexical_name, lexical.write)
         manifest = Manifest(
             format=MANIFEST_FORMAT,
             index_file=index_name,
-            sha256=file_sha256(directory / index_name),
+            sha256=index_sha,
             applied_seq=applied_seq,
             vectors=index.size,
             embedder_id=embedder_id,
             dimension=index.dimension,
             kind=index.kind,
             built_at=datetime.now(UTC).isoformat(),
+            lexical_file=lexical_name,
+            lexical_sha256=lexical_sha,
         )
         temp_manifest = directory / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
         temp_manifest.write_text(json.dumps(asdict(manifest), indent=2))
         fsync_path(temp_manifest)
         os.replace(temp_manifest, directory / MANIFEST_NAME)
         fsync_path(directory)
-        for stale in directory.glob("index-*.faiss"):
-            if stale.name != index_name:
+        for stale in _snapshot_files(directory):
+            if stale.name not in manifest.files:
                 stale.unlink(missing_ok=True)
         for temp in directory.glob(".*.tmp"):
             temp.unlink(missing_ok=True)
         return manifest
+
+
+def _snapshot_files(directory: Path) -> list[Path]:
+    return [*directory.glob("index-*.faiss"), *directory.glob("lexical-*.npz")]
 
 
 def remove_leftovers(directory: Path) -> list[str]:
@@ -100,9 +140,9 @@ def remove_leftovers(directory: Path) -> list[str]:
             named = read_manifest(directory)
         except IndexMismatchError:
             return []  # a corrupt manifest: leave every file for `index verify` and the operator
-        keep = named.index_file if named else None
+        keep = named.files if named else []
         leftovers = [p for p in directory.glob(".*.tmp")]
-        leftovers += [p for p in directory.glob("index-*.faiss") if p.name != keep]
+        leftovers += [p for p in _snapshot_files(directory) if p.name not in keep]
         for path in leftovers:
             path.unlink(missing_ok=True)
     return sorted(p.name for p in leftovers)
@@ -124,9 +164,10 @@ def read_manifest(directory: Path) -> Manifest | None:
 
 
 def load_snapshot(
-    directory: Path, *, embedder_id: str, dimension: int, settings: IndexSettings
-) -> tuple[VectorIndex, Manifest] | None:
-    """The snapshot, checked against its checksum and the configured embedder; None when there is none."""
+    directory: Path, *, embedder_id: str, dimension: int, settings: IndexSettings, lexical: bool = False
+) -> tuple[VectorIndex, Manifest, Bm25Index | None] | None:
+    """The snapshot, each file checked against its checksum and the configured embedder; None when there is
+    none. With `lexical`, also its BM25 index (None when the snapshot was written without one)."""
     manifest = read_manifest(directory)
     if manifest is None:
         return None
@@ -135,15 +176,7 @@ def load_snapshot(
             f"the index in {directory} was built by embedder {manifest.embedder_id} (d={manifest.dimension}); "
             f"the configured embedder is {embedder_id} (d={dimension}); {_REBUILD_HINT}"
         )
-    index_path = directory / manifest.index_file
-    if not index_path.exists():
-        raise IndexMismatchError(f"index file {index_path} named by the manifest is missing; {_REBUILD_HINT}")
-    actual = file_sha256(index_path)
-    if actual != manifest.sha256:
-        raise IndexMismatchError(
-            f"index file {index_path} is corrupt or truncated (sha256 {actual[:12]}, manifest says "
-            f"{manifest.sha256[:12]}); {_REBUILD_HINT}"
-        )
+    index_path = _checked_file(directory, manifest.index_file, manifest.sha256)
     try:
         index = read_index(index_path, kind=manifest.kind, settings=settings)
     except RuntimeError as exc:
@@ -152,4 +185,28 @@ def load_snapshot(
         raise IndexMismatchError(
             f"index file holds {index.size} vectors, the manifest says {manifest.vectors}; {_REBUILD_HINT}"
         )
-    return index, manifest
+    bm25 = None
+    if lexical and manifest.lexical_file and manifest.lexical_sha256:
+        lexical_path = _checked_file(directory, manifest.lexical_file, manifest.lexical_sha256)
+        try:
+            bm25 = read_bm25(lexical_path)
+        except ValueError as exc:
+            raise IndexMismatchError(f"lexical index {lexical_path} cannot be read ({exc}); {_REBUILD_HINT}") from exc
+        if bm25.size != manifest.vectors:
+            raise IndexMismatchError(
+                f"lexical index holds {bm25.size} chunks, the manifest says {manifest.vectors}; {_REBUILD_HINT}"
+            )
+    return index, manifest, bm25
+
+
+def _checked_file(directory: Path, name: str, sha256: str) -> Path:
+    path = directory / name
+    if not path.exists():
+        raise IndexMismatchError(f"index file {path} named by the manifest is missing; {_REBUILD_HINT}")
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise IndexMismatchError(
+            f"index file {path} is corrupt or truncated (sha256 {actual[:12]}, manifest says "
+            f"{sha256[:12]}); {_REBUILD_HINT}"
+        )
+    return path

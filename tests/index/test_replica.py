@@ -39,13 +39,15 @@ def test_snapshot_manifest_records_position_and_embedder(services: Services) -> 
 
 def test_open_replays_what_the_snapshot_lacks(services: Services, tmp_path: Path) -> None:
     ingest(services, guideline(tmp_path, "a.md", "Asthma", "Inhaled corticosteroids."))
-    stale = (services.settings.index_dir / "manifest.json").read_text()
-    stale_file = json.loads(stale)["index_file"]
-    saved = (services.settings.index_dir / stale_file).read_bytes()
+    index_dir = services.settings.index_dir
+    stale = (index_dir / "manifest.json").read_text()
+    stale_files = [json.loads(stale)["index_file"], json.loads(stale)["lexical_file"]]
+    saved = {name: (index_dir / name).read_bytes() for name in stale_files}
     ingest(services, guideline(tmp_path, "b.md", "COPD", "Tiotropium bromide."))
     # Simulate a crash after the SQL commit but before the snapshot: restore the old snapshot.
-    (services.settings.index_dir / stale_file).write_bytes(saved)
-    (services.settings.index_dir / "manifest.json").write_text(stale)
+    for name, content in saved.items():
+        (index_dir / name).write_bytes(content)
+    (index_dir / "manifest.json").write_text(stale)
     health = services.replica_unopened().verify()
     assert health.ok, health.problems  # verify applies the pending outbox in memory
     again = reopen(services)
@@ -58,17 +60,18 @@ def test_files_left_by_a_killed_snapshot_writer_are_removed_at_start_up(services
     # Issue 15, defect 6: a snapshot killed mid-write left its temp files until the next snapshot was written.
     ingest(services, DEMO_GUIDELINES)
     index_dir = services.settings.index_dir
-    named = manifest(services)["index_file"]
+    named = [manifest(services)["index_file"], manifest(services)["lexical_file"]]
     leftovers = [
         index_dir / ".index-99-deadbeef.faiss.tmp",  # killed while writing the index file
         index_dir / ".manifest.json.0badf00d.tmp",  # killed while writing the manifest
         index_dir / "index-99-deadbeef.faiss",  # killed after renaming the index, before the manifest
+        index_dir / "lexical-99-deadbeef.npz",  # the same for the lexical index
     ]
     for path in leftovers:
         path.write_bytes(b"partial")
     again = reopen(services)
     assert again.replica.applied_seq == services.store.max_outbox_seq()
-    assert sorted(p.name for p in index_dir.iterdir() if p.name != ".lock") == sorted([named, "manifest.json"])
+    assert sorted(p.name for p in index_dir.iterdir() if p.name != ".lock") == sorted([*named, "manifest.json"])
     assert again.retriever.search("CURB-65 severity", k=1).hits
 
 
