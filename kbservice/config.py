@@ -80,6 +80,11 @@ class IndexSettings(BaseModel):
     # Lexical search from an in-memory BM25 replica (ranked as SQLite FTS5's bm25()), snapshotted with the
     # vector index; false: every lexical search is an SQL full-text query.
     lexical_replica: bool = True
+    # After an ingest the snapshot gains a delta file (only what was added) while the deltas hold at most
+    # compact_share of the base's vectors and number fewer than max_deltas; past either, the whole index is
+    # rewritten as a new base (`kbservice index compact` does that on demand). 0: always rewrite.
+    compact_share: float = Field(0.25, ge=0)
+    max_deltas: int = Field(32, ge=1)
 
 
 class LLMSettings(BaseModel):

@@ -31,7 +31,9 @@ ingest_app = typer.Typer(
     help="Add knowledge: guideline files (Markdown, text, HTML, PDF, JSONL) or labelled cases (JSONL, CSV).",
     no_args_is_help=True,
 )
-index_app = typer.Typer(help="Check or rebuild the vector index (a projection of SQL).", no_args_is_help=True)
+index_app = typer.Typer(
+    help="Check, rebuild or compact the vector and lexical indexes (a projection of SQL).", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Measure ingest throughput, search latency and candidate scoring.", no_args_is_help=True)
 eval_app = typer.Typer(
     help="Measure quality on real data: retrieval, de-identification, diagnosis, treatment.", no_args_is_help=True

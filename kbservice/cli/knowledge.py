@@ -219,6 +219,19 @@ def index_rebuild(
     out.print(f"index rebuilt: {manifest.vectors} vectors ({manifest.kind}), build {manifest.build_id}")
 
 
+@index_app.command("compact")
+def index_compact() -> None:
+    """Fold the snapshot's deltas (small files each ingest appends) into one new base snapshot."""
+    replica = state.services.replica
+    before = replica.manifest
+    deltas = len(before.deltas) if before else 0
+    manifest = replica.compact()
+    out.print(
+        f"index compacted: {deltas} delta(s) folded into a new base of {manifest.vectors} vectors "
+        f"({manifest.kind}), build {manifest.build_id}"
+    )
+
+
 @app.command()
 def demo() -> None:
     """Build the starter knowledge base (demonstration guideline summaries and cases), run a few searches,

@@ -145,14 +145,13 @@ class Bm25Index:
         """One .npz file (uncompressed: loading maps arrays straight in); also folds added postings into
         the base arrays, so memory holds one copy."""
         terms, indptr, rows, freq = self._merged_csr()
-        encoded = [term.encode("utf-8") for term in terms]
-        term_ends = np.cumsum([len(term) for term in encoded], dtype=np.int64)
+        term_bytes, term_ends = pack_terms(terms)
         with path.open("wb") as handle:
             np.savez(
                 handle,
                 ids=self._ids,
                 lengths=self._lengths.astype(np.int64),
-                term_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8),
+                term_bytes=term_bytes,
                 term_ends=term_ends,
                 indptr=indptr,
                 rows=rows,
@@ -166,6 +165,18 @@ class Bm25Index:
         self._added = {}
 
 
+def pack_terms(terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Strings as one UTF-8 byte array and their end offsets: numpy files without pickled objects."""
+    encoded = [term.encode("utf-8") for term in terms]
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), np.cumsum([len(t) for t in encoded], dtype=np.int64)
+
+
+def unpack_terms(term_bytes: np.ndarray, term_ends: np.ndarray) -> list[str]:
+    blob = term_bytes.tobytes()
+    starts = np.concatenate([[0], term_ends[:-1]]).astype(np.int64) if len(term_ends) else []
+    return [blob[start:end].decode("utf-8") for start, end in zip(starts, term_ends, strict=True)]
+
+
 def read_bm25(path: Path) -> Bm25Index:
     """The index `write` stored at `path`; ValueError when the file is not one."""
     try:
@@ -176,9 +187,7 @@ def read_bm25(path: Path) -> Bm25Index:
     required = {"ids", "lengths", "term_bytes", "term_ends", "indptr", "rows", "freq"}
     if not required <= set(arrays):
         raise ValueError(f"lexical index file lacks {sorted(required - set(arrays))}")
-    blob = arrays["term_bytes"].tobytes()
-    starts = np.concatenate([[0], arrays["term_ends"][:-1]]) if len(arrays["term_ends"]) else []
-    terms = [blob[start:end].decode("utf-8") for start, end in zip(starts, arrays["term_ends"], strict=True)]
+    terms = unpack_terms(arrays["term_bytes"], arrays["term_ends"])
     if len(arrays["indptr"]) != len(terms) + 1 or arrays["indptr"][-1] != len(arrays["rows"]):
         raise ValueError("lexical index file is inconsistent (term pointers do not match the postings)")
     index = Bm25Index()

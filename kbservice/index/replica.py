@@ -21,10 +21,11 @@ from kbservice.db.lexical import query_terms
 from kbservice.db.store import KnowledgeStore
 from kbservice.errors import IndexMismatchError
 from kbservice.index.bm25_index import Bm25Index
+from kbservice.index.delta_files import Delta, concatenate_tokens
 from kbservice.index.faiss_index import PQ_MIN_VECTORS, build_index
-from kbservice.index.fts_tokens import FtsTokenizer
+from kbservice.index.fts_tokens import FtsTokenizer, TokenizedRows
 from kbservice.index.protocols import VectorIndex
-from kbservice.index.snapshot import Manifest, load_snapshot, remove_leftovers, write_snapshot
+from kbservice.index.snapshot import Manifest, append_delta, load_snapshot, remove_leftovers, write_snapshot
 from kbservice.types import IndexHealth
 
 _REPORTED_IDS = 20  # verify lists at most this many missing/orphan ids
@@ -136,9 +137,12 @@ class IndexReplica:
     # ----- following the outbox ---------------------------------------------------------------------
 
     def catch_up(self, *, snapshot: bool = True, progress: Callable[[int], None] | None = None) -> int:
-        """Applies outbox entries after the applied position, in order; snapshots if any were applied."""
+        """Applies outbox entries after the applied position, in order; snapshots if any were applied (as a
+        delta while the deltas stay small, else as a new base)."""
         with self._lock:
             applied = 0
+            start_seq = self.applied_seq
+            added: list[tuple[np.ndarray, np.ndarray, TokenizedRows | None]] | None = []
             for last_seq, ids, vectors in self.store.outbox_after(self.applied_seq):
                 tokens = self.tokenizer.tokenize_rows(self.store.chunk_fields(ids)) if self._lexical else None
                 self.index.add(ids, vectors)
@@ -146,15 +150,53 @@ class IndexReplica:
                     self._lexical.add(ids, tokens)
                 self.applied_seq = last_seq
                 applied += len(ids)
+                if added is not None:  # kept for a delta only while one could still take it
+                    added = [*added, (ids, vectors, tokens)] if self._delta_fits(applied) else None
                 if progress:
                     progress(len(ids))
             if applied:
-                if self._kind_for(self.index.size) != self.index.kind:
+                rebuilt = self._kind_for(self.index.size) != self.index.kind
+                if rebuilt:
                     self._index = self._build_from_sql(upto_seq=self.applied_seq)
                 self._excluded_cache.clear()
-                if snapshot:
+                # A delta must start where the snapshot on disk ends (a catch-up without a snapshot may
+                # have moved this replica past it).
+                on_disk = self.manifest.applied_seq if self.manifest is not None else None
+                if snapshot and not rebuilt and added and on_disk == start_seq:
+                    self._append_delta(added)
+                elif snapshot:
                     self._write_snapshot()
             return applied
+
+    def _delta_fits(self, vectors: int) -> bool:
+        """May `vectors` more go into a delta, or is it time for a new base?"""
+        manifest = self.manifest
+        if manifest is None or len(manifest.deltas) + 1 > self.settings.max_deltas:
+            return False
+        base = manifest.vectors - manifest.delta_vectors
+        return manifest.delta_vectors + vectors <= self.settings.compact_share * base
+
+    def _append_delta(self, added: list[tuple[np.ndarray, np.ndarray, TokenizedRows | None]]) -> None:
+        assert self.manifest is not None
+        tokens = [part for _, _, part in added]
+        delta = Delta(
+            ids=np.concatenate([ids for ids, _, _ in added]),
+            vectors=np.concatenate([vectors for _, vectors, _ in added]),
+            tokens=concatenate_tokens([t for t in tokens if t is not None]) if self._lexical is not None else None,
+        )
+        written = append_delta(self.directory, previous=self.manifest, delta=delta, applied_seq=self.applied_seq)
+        if written is None:  # another process sharing this directory replaced the snapshot
+            self._write_snapshot()
+        else:
+            self.manifest = written
+
+    def compact(self) -> Manifest:
+        """Folds the snapshot's deltas into a new base (rewrites the whole index); returns its manifest."""
+        with self._lock:
+            self.catch_up(snapshot=False)
+            self._write_snapshot()
+            assert self.manifest is not None
+            return self.manifest
 
     def _write_snapshot(self) -> None:
         self.manifest = write_snapshot(

@@ -1,8 +1,10 @@
 """Atomic index snapshots: the index files, then a manifest that names them, each written temp -> fsync -> rename.
 
-A snapshot is the FAISS index and, when the lexical replica is on, its BM25 index, both at the same outbox
-position. The manifest is the commit point: it names each file and its sha256, so a crash at any moment
-leaves either the old snapshot or the new one, never a mix.
+A snapshot is a base — the FAISS index and, when the lexical replica is on, its BM25 index, both at the same
+outbox position — followed by zero or more deltas, each holding what one catch-up added (an ingest into a
+large base writes a small delta instead of rewriting everything; `compact` folds them into a new base).
+The manifest is the commit point: it names each file and its sha256, so a crash at any moment leaves
+either the old snapshot or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from kbservice.config import IndexSettings
 from kbservice.durable_files import fsync_path
 from kbservice.errors import IndexMismatchError
 from kbservice.index.bm25_index import Bm25Index, read_bm25
+from kbservice.index.delta_files import Delta, read_delta, write_delta
 from kbservice.index.faiss_index import read_index
 from kbservice.index.protocols import VectorIndex
 
@@ -31,29 +34,47 @@ _REBUILD_HINT = "run `kbservice index rebuild`"
 
 
 @dataclass(frozen=True)
+class DeltaEntry:
+    file: str
+    sha256: str
+    applied_seq: int  # the outbox position after this delta
+    vectors: int  # chunks this delta adds
+
+
+@dataclass(frozen=True)
 class Manifest:
     format: int
     index_file: str
     sha256: str
-    applied_seq: int
-    vectors: int
+    applied_seq: int  # the position after the base and every delta
+    vectors: int  # chunks in the base and every delta
     embedder_id: str
     dimension: int
     kind: str
     built_at: str
-    # The lexical replica's BM25 index at the same position; None in snapshots written without it.
+    # The lexical replica's BM25 index at the base's position; None in snapshots written without it.
     lexical_file: str | None = None
     lexical_sha256: str | None = None
+    deltas: tuple[DeltaEntry, ...] = field(default_factory=tuple)
 
     @property
     def build_id(self) -> str:
-        """Names this exact index build: provenance records it with every answer."""
-        return f"seq{self.applied_seq}-{self.sha256[:12]}"
+        """Names this exact index build (base and deltas): provenance records it with every answer."""
+        newest = self.deltas[-1].sha256 if self.deltas else self.sha256
+        return f"seq{self.applied_seq}-{newest[:12]}"
 
     @property
     def files(self) -> list[str]:
         """Every file this snapshot consists of (what a backup copies), the manifest aside."""
-        return [self.index_file] + ([self.lexical_file] if self.lexical_file else [])
+        return (
+            [self.index_file]
+            + ([self.lexical_file] if self.lexical_file else [])
+            + [delta.file for delta in self.deltas]
+        )
+
+    @property
+    def delta_vectors(self) -> int:
+        return sum(delta.vectors for delta in self.deltas)
 
 
 @contextlib.contextmanager
@@ -113,11 +134,7 @@ def write_snapshot(
             lexical_file=lexical_name,
             lexical_sha256=lexical_sha,
         )
-        temp_manifest = directory / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-        temp_manifest.write_text(json.dumps(asdict(manifest), indent=2))
-        fsync_path(temp_manifest)
-        os.replace(temp_manifest, directory / MANIFEST_NAME)
-        fsync_path(directory)
+        _commit_manifest(directory, manifest)
         for stale in _snapshot_files(directory):
             if stale.name not in manifest.files:
                 stale.unlink(missing_ok=True)
@@ -126,8 +143,43 @@ def write_snapshot(
         return manifest
 
 
+def append_delta(directory: Path, *, previous: Manifest, delta: Delta, applied_seq: int) -> Manifest | None:
+    """Writes `delta` (what was applied after `previous`, up to `applied_seq`) and a manifest naming the old
+    files plus it. None, writing nothing, when the snapshot on disk is no longer `previous` (another process
+    sharing this directory wrote one): the caller then writes a whole snapshot."""
+    with snapshot_lock(directory):
+        try:
+            current = read_manifest(directory)
+        except IndexMismatchError:
+            return None
+        if current != previous:
+            return None
+        name = f"delta-{applied_seq}-{uuid.uuid4().hex[:8]}.npz"
+        sha = _write_durably(directory, name, lambda path: write_delta(path, delta))
+        manifest = replace(
+            previous,
+            applied_seq=applied_seq,
+            vectors=previous.vectors + len(delta.ids),
+            built_at=datetime.now(UTC).isoformat(),
+            deltas=(
+                *previous.deltas,
+                DeltaEntry(file=name, sha256=sha, applied_seq=applied_seq, vectors=len(delta.ids)),
+            ),
+        )
+        _commit_manifest(directory, manifest)
+        return manifest
+
+
+def _commit_manifest(directory: Path, manifest: Manifest) -> None:
+    temp_manifest = directory / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+    temp_manifest.write_text(json.dumps(asdict(manifest), indent=2))
+    fsync_path(temp_manifest)
+    os.replace(temp_manifest, directory / MANIFEST_NAME)
+    fsync_path(directory)
+
+
 def _snapshot_files(directory: Path) -> list[Path]:
-    return [*directory.glob("index-*.faiss"), *directory.glob("lexical-*.npz")]
+    return [*directory.glob("index-*.faiss"), *directory.glob("lexical-*.npz"), *directory.glob("delta-*.npz")]
 
 
 def remove_leftovers(directory: Path) -> list[str]:
@@ -155,8 +207,9 @@ def read_manifest(directory: Path) -> Manifest | None:
         return None
     try:
         data = json.loads(path.read_text())
+        data["deltas"] = tuple(DeltaEntry(**entry) for entry in data.get("deltas", ()))
         manifest = Manifest(**data)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError, AttributeError) as exc:
         raise IndexMismatchError(f"index manifest {path} is corrupt ({exc}); {_REBUILD_HINT}") from exc
     if manifest.format != MANIFEST_FORMAT:
         raise IndexMismatchError(f"index manifest format {manifest.format} is not supported; {_REBUILD_HINT}")
@@ -176,14 +229,15 @@ def load_snapshot(
             f"the index in {directory} was built by embedder {manifest.embedder_id} (d={manifest.dimension}); "
             f"the configured embedder is {embedder_id} (d={dimension}); {_REBUILD_HINT}"
         )
+    base_vectors = manifest.vectors - manifest.delta_vectors
     index_path = _checked_file(directory, manifest.index_file, manifest.sha256)
     try:
         index = read_index(index_path, kind=manifest.kind, settings=settings)
     except RuntimeError as exc:
         raise IndexMismatchError(f"index file {index_path} cannot be read ({exc}); {_REBUILD_HINT}") from exc
-    if index.size != manifest.vectors:
+    if index.size != base_vectors:
         raise IndexMismatchError(
-            f"index file holds {index.size} vectors, the manifest says {manifest.vectors}; {_REBUILD_HINT}"
+            f"index file holds {index.size} vectors, the manifest says {base_vectors}; {_REBUILD_HINT}"
         )
     bm25 = None
     if lexical and manifest.lexical_file and manifest.lexical_sha256:
@@ -192,10 +246,28 @@ def load_snapshot(
             bm25 = read_bm25(lexical_path)
         except ValueError as exc:
             raise IndexMismatchError(f"lexical index {lexical_path} cannot be read ({exc}); {_REBUILD_HINT}") from exc
-        if bm25.size != manifest.vectors:
+        if bm25.size != base_vectors:
             raise IndexMismatchError(
-                f"lexical index holds {bm25.size} chunks, the manifest says {manifest.vectors}; {_REBUILD_HINT}"
+                f"lexical index holds {bm25.size} chunks, the manifest says {base_vectors}; {_REBUILD_HINT}"
             )
+    for entry in manifest.deltas:
+        delta_path = _checked_file(directory, entry.file, entry.sha256)
+        try:
+            delta = read_delta(delta_path)
+        except ValueError as exc:
+            raise IndexMismatchError(f"snapshot delta {delta_path} cannot be read ({exc}); {_REBUILD_HINT}") from exc
+        if len(delta.ids) != entry.vectors or delta.vectors.shape[1:] != (manifest.dimension,):
+            raise IndexMismatchError(
+                f"snapshot delta {delta_path} holds {len(delta.ids)} vectors of shape {delta.vectors.shape[1:]}, "
+                f"the manifest says {entry.vectors} of dimension {manifest.dimension}; {_REBUILD_HINT}"
+            )
+        index.add(delta.ids, delta.vectors)
+        if bm25 is not None and delta.tokens is not None:
+            bm25.add(delta.ids, delta.tokens)
+        elif bm25 is not None:
+            # A delta written with the lexical replica off leaves the lexical index incomplete: drop it, and
+            # the replica rebuilds it from SQL at start-up.
+            bm25 = None
     return index, manifest, bm25
 
 

@@ -132,16 +132,28 @@ def _verify(database_url: str, tmp_path: Path, embedder_dir: Path):  # type: ign
         services.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    ("backend", "snapshots"),
+    [
+        ("sqlite", "bases"),
+        ("sqlite", "deltas"),  # every ingest appends a delta: the kill lands in delta writes too
+        pytest.param("postgresql", "bases", marks=pytest.mark.postgres),
+    ],
+)
 def test_sigkill_during_ingest_loses_nothing_acknowledged(
-    backend: str, tmp_path: Path, tiny_embedder_dir: Path, request: pytest.FixtureRequest
+    backend: str, snapshots: str, tmp_path: Path, tiny_embedder_dir: Path, request: pytest.FixtureRequest
 ) -> None:
     database_url = (
         f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}"
         if backend == "sqlite"
         else request.getfixturevalue("postgres_url")
     )
-    env = cli_env(tmp_path / "data", database_url, KB_EMBEDDER__MODEL_PATH=str(tiny_embedder_dir))
+    env = cli_env(
+        tmp_path / "data",
+        database_url,
+        KB_EMBEDDER__MODEL_PATH=str(tiny_embedder_dir),
+        KB_INDEX__COMPACT_SHARE="100" if snapshots == "deltas" else "0",
+    )
     kb(env, "init")
     started = time.perf_counter()
     kb(env, "ingest", "guidelines", str(_batch(tmp_path / "batch0", 0)))
@@ -149,6 +161,7 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged(
     acknowledged = {1}
     rng = random.Random(2026)
     kills = rounds = 0
+    snapshot_deltas: list[int] = []
     # Kill at random points until at least three ingests died mid-way (an ingest that finishes first
     # still counts as a round: its acknowledged version must survive too).
     while kills < 3:
@@ -174,6 +187,49 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged(
         assert all(count == BATCH_DOCS for count in per_version.values()), f"half-written version: {per_version}"
         health = _verify(database_url, tmp_path, tiny_embedder_dir)
         assert health.ok, health
+        snapshot_deltas.append(len(json.loads((tmp_path / "data" / "index" / "manifest.json").read_text())["deltas"]))
     hits = json.loads(kb(env, "search", "Round 0 document 3 section 1", "--json").stdout)
     assert hits
+    assert json.loads(kb(env, "index", "verify", "--json").stdout)["ok"]
+    # With deltas on, some rounds ended on a delta (a switch of index kind at 10k vectors writes a base).
+    assert any(snapshot_deltas) == (snapshots == "deltas"), snapshot_deltas
+
+
+def test_sigkill_during_compaction_leaves_a_whole_snapshot(tmp_path: Path, tiny_embedder_dir: Path) -> None:
+    env = cli_env(
+        tmp_path / "data",
+        f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}",
+        KB_EMBEDDER__MODEL_PATH=str(tiny_embedder_dir),
+        KB_INDEX__COMPACT_SHARE="100",
+    )
+    kb(env, "init")
+    kb(env, "ingest", "guidelines", str(_batch(tmp_path / "batch0", 0)))
+    rng = random.Random(7)
+    kills = rounds = 0
+    while kills < 3:
+        rounds += 1
+        assert rounds <= 10, f"only {kills} compactions were killed mid-way in {rounds - 1} rounds"
+        kb(env, "ingest", "guidelines", str(_batch(tmp_path / f"batch{rounds}", rounds, docs=20)))  # a delta
+        assert json.loads((tmp_path / "data" / "index" / "manifest.json").read_text())["deltas"]
+        started = time.perf_counter()
+        probe = kb(env, "index", "verify")  # as long as the compaction's start-up and load
+        load_time = time.perf_counter() - started
+        assert probe.returncode == 0
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kbservice", "--quiet", "index", "compact"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(load_time * rng.uniform(0.9, 1.4))  # around the end of loading: the writes follow it
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.communicate(timeout=60)
+        health = _verify(f"sqlite:///{tmp_path / 'data' / 'kb.sqlite3'}", tmp_path, tiny_embedder_dir)
+        assert health.ok, health
+    assert json.loads(kb(env, "search", f"Round {rounds} document 3 section 1", "--json").stdout)
+    kb(env, "index", "compact")
+    assert json.loads((tmp_path / "data" / "index" / "manifest.json").read_text())["deltas"] == []
     assert json.loads(kb(env, "index", "verify", "--json").stdout)["ok"]
