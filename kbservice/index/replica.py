@@ -69,11 +69,16 @@ class IndexReplica:
                     f"the index snapshot has applied outbox entry {self.applied_seq} but the database has only "
                     f"{sql_seq} (a snapshot from another database?); run `kbservice index rebuild`"
                 )
-            lexical_missing = self.settings.lexical_replica and self._lexical is None
-            if lexical_missing:  # a snapshot written with lexical_replica off, or by an older kbservice
+            if self.settings.lexical_replica and self._lexical is None:
+                # A snapshot written with lexical_replica off, or by an older kbservice: build the lexical
+                # index from SQL and write a whole new base (a delta onto a base without one would leave
+                # every later start-up rebuilding it).
                 self._lexical = self._build_lexical_from_sql(upto_seq=self.applied_seq)
-            if not self.catch_up() and lexical_missing and self.applied_seq:
-                self._write_snapshot()
+                self.catch_up(snapshot=False)
+                if self.applied_seq:
+                    self._write_snapshot()
+            else:
+                self.catch_up()
             expected = self.store.outbox_count(upto_seq=self.applied_seq)
             if self.index.size != expected:
                 raise IndexMismatchError(

@@ -124,17 +124,25 @@ def test_a_snapshot_without_the_lexical_index_gets_one_at_start_up(sqlite_servic
     off = build_services(settings)
     off.__dict__["embedder"] = sqlite_services.embedder
     ingest(off, DEMO_GUIDELINES, source="demo")
+    base_only = (settings.index_dir / "manifest.json").read_text()
+    ingest(off, guideline(settings.data_dir, "gout.md", "Gout", "Colchicine for flares."))  # a delta, no tokens
     assert off.replica.lexical is None
-    assert json.loads((settings.index_dir / "manifest.json").read_text())["lexical_file"] is None
+    written_off = json.loads((settings.index_dir / "manifest.json").read_text())
+    assert written_off["lexical_file"] is None and len(written_off["deltas"]) == 1
     off.close()
+    # As if the process died before its snapshot: version 2 is in SQL but not in the snapshot, so the
+    # next start-up builds the lexical index and catches up in one go.
+    (settings.index_dir / "manifest.json").write_text(base_only)
 
     settings.index = IndexSettings(exact_below=5000, lexical_replica=True)
     on = build_services(settings)
     on.__dict__["embedder"] = sqlite_services.embedder
     assert on.replica.lexical is not None and on.replica.lexical.size == on.replica.index.size
-    assert json.loads((settings.index_dir / "manifest.json").read_text())["lexical_file"]
-    memory, sql = memory_and_sql(on, "asthma inhaler", version=1, kind=None)
-    assert_same_ranking(memory, sql)
+    written_on = json.loads((settings.index_dir / "manifest.json").read_text())
+    assert written_on["lexical_file"] and written_on["deltas"] == []  # a whole new base, with its lexical file
+    for version in (1, 2):
+        memory, sql = memory_and_sql(on, "asthma inhaler colchicine", version=version, kind=None)
+        assert_same_ranking(memory, sql)
     assert on.replica_unopened().verify().ok
     on.close()
 
