@@ -32,8 +32,11 @@ class Bm25Index:
     kind = "bm25"
 
     def __init__(self) -> None:
-        self._ids = np.zeros(0, dtype=np.int64)  # row position -> chunk id
-        self._lengths = np.zeros(0, dtype=np.float64)  # row position -> tokens over all columns
+        # Row position -> chunk id, and -> tokens over all columns: the first `_rows` entries of buffers that
+        # grow by doubling, so an ingest into a large index does not copy every row's entry.
+        self._rows = 0
+        self._id_buffer = np.zeros(0, dtype=np.int64)
+        self._length_buffer = np.zeros(0, dtype=np.float64)
         self._total_tokens = 0.0
         self._base_terms: dict[str, int] = {}
         self._base_indptr = np.zeros(1, dtype=np.int64)
@@ -44,7 +47,15 @@ class Bm25Index:
 
     @property
     def size(self) -> int:
-        return len(self._ids)
+        return self._rows
+
+    @property
+    def _ids(self) -> np.ndarray:
+        return self._id_buffer[: self._rows]
+
+    @property
+    def _lengths(self) -> np.ndarray:
+        return self._length_buffer[: self._rows]
 
     def ids(self) -> np.ndarray:
         return self._ids.copy()
@@ -54,10 +65,21 @@ class Bm25Index:
         if len(ids) != len(tokens.lengths):
             raise ValueError(f"{len(ids)} ids for {len(tokens.lengths)} tokenized rows")
         first = self.size
-        self._ids = np.concatenate([self._ids, np.asarray(ids, dtype=np.int64)])
-        self._lengths = np.concatenate([self._lengths, tokens.lengths.astype(np.float64)])
+        self._id_buffer = _with_room(self._id_buffer, first, len(ids))
+        self._length_buffer = _with_room(self._length_buffer, first, len(ids))
+        self._id_buffer[first : first + len(ids)] = ids
+        self._length_buffer[first : first + len(ids)] = tokens.lengths
+        self._rows += len(ids)
         self._total_tokens += float(tokens.lengths.sum())
-        self._position_of_id = None
+        if self._position_of_id is not None and len(ids):
+            new_ids = np.asarray(ids, dtype=np.int64)
+            lookup = self._position_of_id
+            if int(new_ids.max()) >= len(lookup):
+                grown = np.full(max(2 * len(lookup), int(new_ids.max()) + 1), -1, dtype=np.int64)
+                grown[: len(lookup)] = lookup
+                lookup = grown
+            lookup[new_ids] = np.arange(first, first + len(ids))
+            self._position_of_id = lookup
         order = np.argsort(tokens.term_of, kind="stable")
         term_of = tokens.term_of[order]
         rows = (tokens.row_of[order] + first).astype(np.int32)
@@ -165,6 +187,15 @@ class Bm25Index:
         self._added = {}
 
 
+def _with_room(buffer: np.ndarray, used: int, more: int) -> np.ndarray:
+    """`buffer` if it has room for `more` entries after `used`, else a copy of its used part with double room."""
+    if used + more <= len(buffer):
+        return buffer
+    grown = np.zeros(max(2 * len(buffer), used + more), dtype=buffer.dtype)
+    grown[:used] = buffer[:used]
+    return grown
+
+
 def pack_terms(terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Strings as one UTF-8 byte array and their end offsets: numpy files without pickled objects."""
     encoded = [term.encode("utf-8") for term in terms]
@@ -191,8 +222,9 @@ def read_bm25(path: Path) -> Bm25Index:
     if len(arrays["indptr"]) != len(terms) + 1 or arrays["indptr"][-1] != len(arrays["rows"]):
         raise ValueError("lexical index file is inconsistent (term pointers do not match the postings)")
     index = Bm25Index()
-    index._ids = arrays["ids"].astype(np.int64)
-    index._lengths = arrays["lengths"].astype(np.float64)
+    index._id_buffer = arrays["ids"].astype(np.int64)
+    index._length_buffer = arrays["lengths"].astype(np.float64)
+    index._rows = len(index._id_buffer)
     index._total_tokens = float(arrays["lengths"].sum())
     index._set_base(terms, arrays["indptr"], arrays["rows"], arrays["freq"])
     return index

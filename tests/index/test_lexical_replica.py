@@ -221,3 +221,14 @@ def test_bm25_file_round_trip_keeps_added_rows(tmp_path: Path) -> None:
     (tmp_path / "c.npz").write_bytes(b"not an index")
     with pytest.raises(ValueError, match="not a lexical index file"):
         read_bm25(tmp_path / "c.npz")
+
+
+def test_rows_added_after_a_filtered_search_can_be_excluded_too() -> None:
+    # The id -> row lookup is built by the first search that excludes ids, then extended by later adds.
+    tokenizer = FtsTokenizer()
+    index = Bm25Index()
+    index.add(np.array([3, 4]), tokenizer.tokenize_rows([(None, "cough"), (None, "cough fever")]))
+    assert [cid for cid, _ in index.search(["cough"], k=5, exclude_ids=np.array([4]))] == [3]
+    index.add(np.array([900]), tokenizer.tokenize_rows([(None, "cough cough")]))
+    assert [cid for cid, _ in index.search(["cough"], k=5, exclude_ids=np.array([900, 3]))] == [4]
+    assert [cid for cid, _ in index.search(["cough"], k=5)] == [900, 3, 4]
