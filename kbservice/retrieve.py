@@ -112,6 +112,7 @@ class Retriever:
         """The dense and the lexical ranking, each best-first (chunk id, the ranker's own score), unfused:
         similar-case evidence uses the raw scores, not just the ranks."""
         excluded = set(exclude_chunk_ids)
+        excluded_ids = np.asarray(sorted(excluded), dtype=np.int64)
         dense: list[tuple[int, float]] = []
         lexical: list[tuple[int, float]] = []
         if mode in ("dense", "hybrid"):
@@ -121,7 +122,7 @@ class Retriever:
                 k=depth,
                 version=version,
                 kind=kind,
-                also_exclude=np.asarray(sorted(excluded), dtype=np.int64),
+                also_exclude=excluded_ids,
             )
         if mode in ("lexical", "hybrid"):
             found = self.replica.lexical_search(
@@ -129,7 +130,7 @@ class Retriever:
                 k=depth,
                 version=version,
                 kind=kind,
-                also_exclude=np.asarray(sorted(excluded), dtype=np.int64),
+                also_exclude=excluded_ids,
             )
             if found is None:  # no in-memory replica, or a query only the SQL full-text index can answer
                 found = self.store.lexical_search(query, version=version, limit=depth + len(excluded), kind=kind)

@@ -149,14 +149,18 @@ class IndexReplica:
             start_seq = self.applied_seq
             added: list[tuple[np.ndarray, np.ndarray, TokenizedRows | None]] | None = []
             for last_seq, ids, vectors in self.store.outbox_after(self.applied_seq):
-                tokens = self.tokenizer.tokenize_rows(self.store.chunk_fields(ids)) if self._lexical else None
+                tokens = (
+                    self.tokenizer.tokenize_rows(self.store.chunk_fields(ids)) if self._lexical is not None else None
+                )
                 self.index.add(ids, vectors)
                 if self._lexical is not None and tokens is not None:
                     self._lexical.add(ids, tokens)
                 self.applied_seq = last_seq
                 applied += len(ids)
-                if added is not None:  # kept for a delta only while one could still take it
-                    added = [*added, (ids, vectors, tokens)] if self._delta_fits(applied) else None
+                if added is not None and self._delta_fits(applied):  # kept only while a delta could take it
+                    added.append((ids, vectors, tokens))
+                else:
+                    added = None
                 if progress:
                     progress(len(ids))
             if applied:

@@ -89,13 +89,14 @@ def snapshot_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_durably(directory: Path, name: str, write: Callable[[Path], None]) -> str:
-    """Writes `name` through a temp file, fsynced and renamed into place; returns its sha256."""
+def _write_durably(directory: Path, name: str, write: Callable[[Path], None]) -> Path:
+    """Writes `name` through a temp file (`write` fills it), fsynced and renamed into place; returns its path.
+    The caller holds the snapshot lock, so one temp name per file suffices."""
     temp = directory / f".{name}.tmp"
     write(temp)
     fsync_path(temp)
     os.replace(temp, directory / name)
-    return file_sha256(directory / name)
+    return directory / name
 
 
 def write_snapshot(
@@ -111,7 +112,7 @@ def write_snapshot(
     with snapshot_lock(directory):
         tag = f"{applied_seq}-{uuid.uuid4().hex[:8]}"
         index_name = f"index-{tag}.faiss"
-        index_sha = _write_durably(directory, index_name, index.write)
+        index_sha = file_sha256(_write_durably(directory, index_name, index.write))
         lexical_name = lexical_sha = None
         if lexical is not None:
             if lexical.size != index.size:
@@ -120,7 +121,7 @@ def write_snapshot(
                     f"a snapshot that disagrees with itself"
                 )
             lexical_name = f"lexical-{tag}.npz"
-            lexical_sha = _write_durably(directory, lexical_name, lexical.write)
+            lexical_sha = file_sha256(_write_durably(directory, lexical_name, lexical.write))
         manifest = Manifest(
             format=MANIFEST_FORMAT,
             index_file=index_name,
@@ -155,7 +156,7 @@ def append_delta(directory: Path, *, previous: Manifest, delta: Delta, applied_s
         if current != previous:
             return None
         name = f"delta-{applied_seq}-{uuid.uuid4().hex[:8]}.npz"
-        sha = _write_durably(directory, name, lambda path: write_delta(path, delta))
+        sha = file_sha256(_write_durably(directory, name, lambda path: write_delta(path, delta)))
         manifest = replace(
             previous,
             applied_seq=applied_seq,
@@ -171,10 +172,8 @@ def append_delta(directory: Path, *, previous: Manifest, delta: Delta, applied_s
 
 
 def _commit_manifest(directory: Path, manifest: Manifest) -> None:
-    temp_manifest = directory / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-    temp_manifest.write_text(json.dumps(asdict(manifest), indent=2))
-    fsync_path(temp_manifest)
-    os.replace(temp_manifest, directory / MANIFEST_NAME)
+    """The commit point: the manifest replaces the old one, and the directory entry is flushed."""
+    _write_durably(directory, MANIFEST_NAME, lambda path: path.write_text(json.dumps(asdict(manifest), indent=2)))
     fsync_path(directory)
 
 

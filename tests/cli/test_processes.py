@@ -35,6 +35,17 @@ def cli_env(data_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def kb_started(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`kbservice --quiet ARGS` started in its own process (to be killed, or waited for, by the test)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kbservice", "--quiet", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def kb(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "kbservice", "--quiet", *args], env=env, capture_output=True, text=True, timeout=300
@@ -172,13 +183,7 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged(
         rounds += 1
         assert rounds <= 10, f"only {kills} ingests were killed mid-way in {rounds - 1} rounds"
         folder = _batch(tmp_path / f"batch{rounds}", rounds)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kbservice", "--quiet", "ingest", "guidelines", str(folder)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = kb_started(env, "ingest", "guidelines", str(folder))
         time.sleep(rng.uniform(0.15, 0.95) * full_run)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
@@ -216,13 +221,7 @@ def test_sigkill_during_compaction_leaves_a_whole_snapshot(tmp_path: Path, tiny_
         probe = kb(env, "index", "verify")  # as long as the compaction's start-up and load
         load_time = time.perf_counter() - started
         assert probe.returncode == 0
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kbservice", "--quiet", "index", "compact"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = kb_started(env, "index", "compact")
         time.sleep(load_time * rng.uniform(0.9, 1.4))  # around the end of loading: the writes follow it
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)

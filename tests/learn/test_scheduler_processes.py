@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 
 from kbservice.db.schema import adapters, update_runs
-from tests.cli.test_processes import cli_env, kb
+from tests.cli.test_processes import cli_env, kb, kb_started
 from tests.conftest import DEMO_CASES
 from tests.helpers import WIDE_GATE_ENV
 
@@ -69,13 +69,7 @@ def test_two_schedulers_on_one_postgres_never_train_at_once(
 
 def _training_run_once(env: dict[str, str], database_url: str) -> tuple[subprocess.Popen, Engine]:
     """`update run-once` started in its own process, returned once its adapter row says "training"."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kbservice", "--quiet", "update", "run-once"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = kb_started(env, "update", "run-once")
     engine = create_engine(database_url)
     deadline = time.time() + 120
     status = None
