@@ -89,6 +89,7 @@ def fit(examples: Sequence[Example], *, names: Sequence[str] | None = None, bala
         [e.truth for e in usable],
         use,
         example_weights=balanced_weights([primary_class(e) for e in usable]) if balanced else None,
+        signs=evidence.FEATURE_SIGNS,
     )
     return Fusion(weights={name: fusion.weights.get(name, 0.0) for name in all_names})
 

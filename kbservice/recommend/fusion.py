@@ -10,7 +10,7 @@ where most cases are "normal" learns to trust whatever evidence says "normal".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,13 +67,17 @@ def fit_fusion(
     *,
     example_weights: Sequence[float] | None = None,
     l2: float = DEFAULT_L2,
+    signs: Mapping[str, int] | None = None,
     iterations: int = 100,
 ) -> Fusion:
     """Maximum-(weighted-)likelihood weights: each example is (candidates x features, indices of its true
     labels), optionally weighted (see `balanced_weights`), with an L2 penalty `l2` shrinking them toward 0.
+    `signs` (feature name -> +1, -1 or 0) keeps each weight on the side its evidence points to: a feature
+    that supports its candidate (+1) may be discounted to 0 but never count against it; 0 or absent: free.
 
     The likelihood of an example is the probability mass on its true labels; examples whose labels are not
-    among the candidates carry no information and are skipped. Newton's method with a backtracking line
+    among the candidates carry no information and are skipped. Projected Newton's method (weights at a bound
+    that the gradient pushes past stay there; the others take the Newton step) with a backtracking line
     search, in log space: a handful of parameters, and a near-duplicate case can push probabilities to 0.
     """
     given = np.ones(len(features)) if example_weights is None else np.asarray(example_weights, dtype=float)
@@ -83,7 +87,9 @@ def fit_fusion(
     xs, ts = [x for x, _, _ in kept], [t for _, t, _ in kept]
     gs = np.array([g for _, _, g in kept])
     dims, n = len(names), len(kept)
-    w = np.zeros(dims)
+    sign = np.array([(signs or {}).get(name, 0) for name in names])
+    lower, upper = np.where(sign > 0, 0.0, -np.inf), np.where(sign < 0, 0.0, np.inf)
+    w = np.zeros(dims)  # feasible for every sign
     loss = _objective(w, xs, ts, gs, l2)
     for _ in range(iterations):
         grad = 2 * l2 * w
@@ -98,17 +104,23 @@ def fit_fusion(
             grad -= g * (mean_q - mean_p) / n
             hess += g * ((x * p[:, None]).T @ x - np.outer(mean_p, mean_p)) / n
             hess -= g * ((x * q[:, None]).T @ x - np.outer(mean_q, mean_q)) / n
+        # Weights held at their bound by a gradient pushing past it do not move this iteration.
+        held = ((w <= lower) & (grad > 0)) | ((w >= upper) & (grad < 0))
+        free = np.flatnonzero(~held)
+        if not len(free):
+            break
+        step = np.zeros(dims)
         try:
-            step = np.linalg.solve(hess + 1e-9 * np.eye(dims), grad)
+            step[free] = np.linalg.solve(hess[np.ix_(free, free)] + 1e-9 * np.eye(len(free)), grad[free])
         except np.linalg.LinAlgError:
-            step = grad
+            step[free] = grad[free]
         if grad @ step <= 0:  # not a descent direction (the multi-label term can break convexity)
-            step = grad
+            step[free] = grad[free]
         scale = 1.0
         while scale > 1e-6:
-            candidate = w - scale * step
+            candidate = np.clip(w - scale * step, lower, upper)
             candidate_loss = _objective(candidate, xs, ts, gs, l2)
-            if candidate_loss <= loss - 1e-4 * scale * float(grad @ step):
+            if candidate_loss <= loss - 1e-4 * float(grad @ (w - candidate)):
                 break
             scale /= 2
         else:

@@ -225,6 +225,7 @@ def _fit(examples: Sequence[Example], names: Sequence[str], groups: Sequence[str
             use,
             example_weights=balanced_weights([e.label for e in examples]),
             l2=l2,
+            signs=evidence.FEATURE_SIGNS,
         )
         weights |= fitted.weights
     return Fusion(weights=weights)

@@ -27,6 +27,28 @@ def test_recovers_the_generating_weights() -> None:
     assert [fusion.weights[k] for k in "abc"] == pytest.approx(true_weights.tolist(), abs=0.15)
 
 
+def test_signs_keep_each_weight_on_its_evidence_side() -> None:
+    rng = np.random.default_rng(2)
+    # "a" supports its candidate, "b" is drawn as counter-evidence although declared supporting, "c" is
+    # drawn as support although declared counter-evidence, "d" is free.
+    true_weights = np.array([1.5, -1.0, 0.8, -0.7])
+    features, truths = synthetic(rng, n=2000, weights=true_weights)
+    names = ["a", "b", "c", "d"]
+    free = fit_fusion(features, truths, names)
+    signed = fit_fusion(features, truths, names, signs={"a": 1, "b": 1, "c": -1})
+    assert free.weights["b"] < -0.5 and free.weights["c"] > 0.4  # the data alone would flip them
+    assert signed.weights["b"] == 0.0 and signed.weights["c"] == 0.0  # held at the bound, not past it
+    assert signed.weights["a"] > 1.0 and signed.weights["d"] < -0.4  # the rest still fitted
+
+
+def test_signs_that_do_not_bind_change_nothing() -> None:
+    rng = np.random.default_rng(3)
+    features, truths = synthetic(rng, n=1000, weights=np.array([1.0, -0.5]))
+    free = fit_fusion(features, truths, ["a", "b"])
+    signed = fit_fusion(features, truths, ["a", "b"], signs={"a": 1, "b": -1})
+    assert signed.weights == pytest.approx(free.weights, abs=1e-9)
+
+
 def test_single_feature_is_temperature_scaling_and_calibrates() -> None:
     rng = np.random.default_rng(1)
     features, truths = synthetic(rng, n=3000, weights=np.array([0.5]))  # an over-confident score at weight 1

@@ -107,8 +107,9 @@ def test_no_usable_example_is_an_error() -> None:
 
 
 def test_without_a_margin_every_informative_group_enters_as_before_selection() -> None:
-    # recommend.fusion_group_margin unset: the fusion is fitted on every informative group.
-    examples = _examples(160, signal={"dense_vote": 2.0})
+    # recommend.fusion_group_margin unset: the fusion is fitted on every informative group (the model's
+    # scores carry a weak signal, so their fitted weight is positive when they take part in the fit).
+    examples = _examples(160, signal={"dense_vote": 2.0, "llm_mean_logprob": 0.3})
     fusion, selection = fit_selected(examples, NAMES, margin=None)
     assert set(selection.groups) == set(FEATURE_GROUPS) and "selection is off" in selection.why
     assert fusion.weights["dense_vote"] > 0 and any(fusion.weights[n] != 0 for n in evidence.LLM_FEATURES)
