@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -86,6 +87,35 @@ def test_an_empty_index_finds_nothing() -> None:
 
 class TestFlatIndex(VectorIndexContract):
     kind = "flat"
+
+
+@pytest.mark.parametrize("order", ["increasing", "shuffled"])
+def test_the_flat_kind_ranks_exactly_as_a_brute_force_scan(order: str) -> None:
+    """The flat kind is exact: the same ids in the same order as a brute-force scan, exact scores, exclusions
+    honoured (ids it never held ignored), whether ids arrive in increasing order (chunk ids do) or not; and
+    a search runs on the calling thread alone without changing that thread's OpenMP setting for later work."""
+    threads_before = faiss.omp_get_max_threads()
+    rng = np.random.default_rng(3)
+    vectors = _unit_rows(3_000, seed=4)
+    ids = np.arange(5_000, 8_000, dtype=np.int64) * 3
+    if order == "shuffled":
+        ids = rng.permutation(ids)
+    index = build_index(
+        dimension=DIMENSION, kind="flat", settings=IndexSettings(), ids=ids[:2_000], vectors=vectors[:2_000]
+    )
+    index.add(ids[2_000:], vectors[2_000:])
+    for trial in range(20):
+        query = _unit_rows(1, seed=100 + trial)[0]
+        excluded = rng.choice(ids, size=int(rng.integers(0, 2_900)), replace=False)
+        excluded = np.concatenate([excluded, [1, 10**9]]).astype(np.int64)  # ids it never held are ignored
+        k = int(rng.integers(1, 200))
+        keep = ~np.isin(ids, excluded)
+        scores = vectors[keep] @ query
+        best = np.argsort(-scores, kind="stable")[:k]
+        found = index.search(query, k=k, exclude_ids=np.sort(excluded))
+        assert [i for i, _ in found] == ids[keep][best].tolist()
+        assert np.allclose([s for _, s in found], scores[best], atol=1e-6)
+    assert faiss.omp_get_max_threads() == threads_before
 
 
 class TestHnswIndex(VectorIndexContract):
