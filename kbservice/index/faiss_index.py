@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from kbservice.config import IndexSettings
+from kbservice.index import faiss_gpu
 from kbservice.index.protocols import VectorIndex
 
 PQ_MIN_VECTORS = 10_000  # PQ needs data to train its codebooks; smaller indexes stay exact
@@ -51,6 +52,11 @@ class FaissVectorIndex:
         self.kind = kind
         self.ef_search = settings.hnsw_ef_search
         self.k_factor = settings.pq_k_factor
+        # An exact index is also searched from a GPU copy when FAISS can use a GPU (index.device); the CPU
+        # index stays the one that is written, snapshotted and verified, and adds go to both.
+        gpu = faiss_gpu.gpu_device(settings.device) if kind == "flat" else None
+        self._gpu = faiss_gpu.gpu_copy(faiss.downcast_index(index.index), gpu) if gpu is not None else None
+        self._positions: tuple[int, np.ndarray] | None = None  # (size, the id at each position)
 
     @classmethod
     def build(
@@ -97,9 +103,10 @@ class FaissVectorIndex:
         return int(self._index.d)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self._index.add_with_ids(
-            np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
-        )
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        if self._gpu is not None:
+            self._gpu.add(vectors)  # same order, so a position on the GPU is a position in the id map
 
     def search(self, query: np.ndarray, *, k: int, exclude_ids: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Best-first (id, inner product) for one query vector, never returning `exclude_ids`."""
@@ -109,6 +116,8 @@ class FaissVectorIndex:
         excluded = np.ascontiguousarray(exclude_ids if exclude_ids is not None else [], dtype=np.int64)
         if self.kind == "pq":
             hits = self._pq_search(query, k, excluded)
+        elif self._gpu is not None and k + len(excluded) <= faiss_gpu.GPU_MAX_K:
+            hits = self._gpu_search(query, k, excluded)
         else:
             with _one_thread():
                 hits = self._selector_search(query, k, excluded)
@@ -129,6 +138,17 @@ class FaissVectorIndex:
             params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(len(excluded), faiss.swig_ptr(excluded)))
         scores, ids = self._index.search(query, min(k, self.size), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def _gpu_search(self, query: np.ndarray, k: int, excluded: np.ndarray) -> list[tuple[int, float]]:
+        # The GPU copy takes no ID selector and knows positions, not ids: over-fetch, map, filter.
+        assert self._gpu is not None
+        if self._positions is None or self._positions[0] != self.size:
+            self._positions = (self.size, self.ids())
+        id_at = self._positions[1]
+        skip = set(excluded.tolist())
+        scores, positions = self._gpu.search(query, min(self.size, k + len(skip)))
+        found = [(int(id_at[p]), float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]
+        return [(i, s) for i, s in found if i not in skip][:k]
 
     def _pq_search(self, query: np.ndarray, k: int, excluded: np.ndarray) -> list[tuple[int, float]]:
         # PQ fast-scan takes no ID selector: fetch enough to survive the exclusions, then filter.

@@ -5,6 +5,7 @@ Each FAISS kind is its own implementation of the contract (exact, graph, quantis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from kbservice.config import IndexSettings
+from kbservice.index import faiss_gpu
 from kbservice.index.faiss_index import PQ_MIN_VECTORS, build_index, read_index
 from kbservice.index.protocols import VectorIndex
 
@@ -87,6 +89,37 @@ def test_an_empty_index_finds_nothing() -> None:
 
 class TestFlatIndex(VectorIndexContract):
     kind = "flat"
+
+
+class TestFlatIndexThroughAGpuCopy(VectorIndexContract):
+    """The GPU search path (over-fetch, positions mapped to ids, exclusions filtered, adds to both copies)
+    with a CPU copy standing in for the GPU one, which answers the same calls: the path runs on every
+    machine, not only where faiss-gpu sees a GPU."""
+
+    kind = "flat"
+
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def gpu_stand_in(cls) -> Iterator[None]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(faiss_gpu, "gpu_device", lambda device: None if device == "cpu" else 0)
+            patch.setattr(faiss_gpu, "gpu_copy", lambda flat, device: faiss.clone_index(flat))
+            yield
+
+    def test_searches_go_to_the_copy_which_follows_adds(self, data) -> None:  # type: ignore[no-untyped-def]
+        ids, vectors = data
+        index = build_index(dimension=DIMENSION, kind="flat", settings=self.settings, ids=ids, vectors=vectors)
+        index.add(np.arange(90_000, 90_005, dtype=np.int64), _unit_rows(5, seed=11))
+        copy = index._gpu  # type: ignore[attr-defined]
+        assert copy is not None and copy.ntotal == index.size == self.count + 5
+        cpu_only = IndexSettings(device="cpu")
+        on_cpu = build_index(dimension=DIMENSION, kind="flat", settings=cpu_only, ids=ids, vectors=vectors)
+        assert on_cpu._gpu is None  # type: ignore[attr-defined]
+        on_cpu.add(np.arange(90_000, 90_005, dtype=np.int64), _unit_rows(5, seed=11))
+        for row in (0, 99, 1_999):
+            assert index.search(vectors[row], k=20, exclude_ids=ids[row : row + 3]) == on_cpu.search(
+                vectors[row], k=20, exclude_ids=ids[row : row + 3]
+            )
 
 
 @pytest.mark.parametrize("order", ["increasing", "shuffled"])
