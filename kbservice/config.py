@@ -82,7 +82,7 @@ class IndexSettings(BaseModel):
     hnsw_ef_search: int = Field(128, ge=8)
     # Exact searches from a GPU copy of the index: auto when FAISS has GPU support (the `gpu` extra) and
     # sees a GPU, else the CPU; or "cpu", "cuda", "cuda:N". Graph and PQ kinds stay on the CPU.
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # checked when the settings load
     # Lexical search from an in-memory BM25 replica (ranked as SQLite FTS5's bm25()), snapshotted with the
     # vector index; false: every lexical search is an SQL full-text query.
     lexical_replica: bool = True

@@ -28,3 +28,13 @@ def test_naming_a_gpu_without_one_or_a_bad_device_is_refused(monkeypatch: pytest
         faiss_gpu.gpu_device("cuda:0")
     with pytest.raises(ValueError, match="auto, cpu, cuda"):
         faiss_gpu.gpu_device("tpu")
+
+
+def test_a_bad_index_device_is_refused_when_the_settings_load() -> None:
+    from pydantic import ValidationError
+
+    from kbservice.config import IndexSettings
+
+    assert IndexSettings(device="cuda:1").device == "cuda:1"
+    with pytest.raises(ValidationError):
+        IndexSettings(device="tpu")
