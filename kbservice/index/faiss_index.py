@@ -44,6 +44,12 @@ def _one_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
+def _first_k_kept(ids: np.ndarray, scores: np.ndarray, k: int, skip: set[int]) -> list[tuple[int, float]]:
+    """The first `k` (id, score) of a best-first answer that are real (id >= 0) and not in `skip`: for the
+    searches that take no ID selector and so fetch k plus the excluded count."""
+    return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0 and i not in skip][:k]
+
+
 class FaissVectorIndex:
     """Vectors keyed by chunk id (IndexIDMap2 around a flat, HNSW or PQ-refine index)."""
 
@@ -144,18 +150,17 @@ class FaissVectorIndex:
         assert self._gpu is not None
         if self._positions is None or self._positions[0] != self.size:
             self._positions = (self.size, self.ids())
-        id_at = self._positions[1]
         skip = set(excluded.tolist())
         scores, positions = self._gpu.search(query, min(self.size, k + len(skip)))
-        found = [(int(id_at[p]), float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]
-        return [(i, s) for i, s in found if i not in skip][:k]
+        ids = np.where(positions[0] >= 0, self._positions[1][positions[0]], -1)
+        return _first_k_kept(ids, scores[0], k, skip)
 
     def _pq_search(self, query: np.ndarray, k: int, excluded: np.ndarray) -> list[tuple[int, float]]:
         # PQ fast-scan takes no ID selector: fetch enough to survive the exclusions, then filter.
         skip = set(excluded.tolist())
         params = faiss.IndexRefineSearchParameters(k_factor=float(self.k_factor))
         scores, ids = self._index.search(query, min(self.size, k + len(skip)), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i not in skip][:k]
+        return _first_k_kept(ids[0], scores[0], k, skip)
 
     def _exact_among(self, query: np.ndarray, k: int, ids: np.ndarray) -> list[tuple[int, float]]:
         vectors = self._index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
