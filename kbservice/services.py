@@ -77,7 +77,12 @@ class Services:
                 precision=cfg.onnx_precision,
             )
             return OnnxEmbedder(export, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
-        return SentenceTransformerEmbedder(cfg.model_path, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
+        return SentenceTransformerEmbedder(
+            cfg.model_path,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            shape_cache_dir=cfg.export_dir or self.settings.models_dir,
+        )
 
     def replica_unopened(self) -> IndexReplica:
         """A replica that has not loaded its snapshot: for verify and rebuild, which must not fail on it."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from kbservice.checksums import model_fingerprint
+from kbservice.devices import resolve_device
 from kbservice.errors import KBError
 from kbservice.index.protocols import ProgressCallback
 
@@ -38,7 +41,44 @@ def load_sentence_transformer(model_dir: Path, device: str = "cpu"):  # type: ig
 @functools.cache
 def _load_model(model_dir: str, device: str):  # type: ignore[no-untyped-def]
     """One loaded model per (directory, device) per process: services built side by side share it."""
-    return load_sentence_transformer(Path(model_dir), device), model_fingerprint(Path(model_dir))
+    return load_sentence_transformer(Path(model_dir), device)
+
+
+@functools.cache
+def _fingerprint(model_dir: str) -> str:
+    return model_fingerprint(Path(model_dir))
+
+
+def _measured_shape(model) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(vector dimension, token limit) of a loaded sentence-transformers model."""
+    get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get_dimension()), int(model.max_seq_length)
+
+
+def _shape_file(facts_dir: Path, fingerprint: str) -> Path:
+    return facts_dir / f"embedder-shape-{fingerprint[:32]}.json"
+
+
+def _remembered_shape(facts_dir: Path | None, fingerprint: str) -> tuple[int, int] | None:
+    if facts_dir is None:
+        return None
+    try:
+        shape = json.loads(_shape_file(facts_dir, fingerprint).read_text())
+        return int(shape["dimension"]), int(shape["max_tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # never written, or unreadable: measure again
+
+
+def _remember_shape(facts_dir: Path, fingerprint: str, shape: tuple[int, int]) -> None:
+    """Written to a temporary name and renamed, so a reader never sees half a file. A cache only: failing
+    to write it costs the next process a model load, nothing else."""
+    try:
+        facts_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=facts_dir, suffix=".tmp", delete=False) as handle:
+            json.dump({"dimension": shape[0], "max_tokens": shape[1]}, handle)
+        os.replace(handle.name, _shape_file(facts_dir, fingerprint))
+    except OSError:
+        pass
 
 
 def encode_in_groups(
@@ -65,20 +105,47 @@ def encode_in_groups(
 class SentenceTransformerEmbedder:
     """Embeds with a local sentence-transformers model directory; never reaches a model hub."""
 
-    def __init__(self, model_dir: Path | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        batch_size: int = 64,
+        device: str = "cpu",
+        shape_cache_dir: Path | None = None,
+    ) -> None:
+        """The model itself loads on first use (about 5 s, mostly imports): commands that only compare
+        embedder ids (`index verify`, `index compact`) never need it. Its dimension and token limit are
+        remembered in `shape_cache_dir`, keyed by the weights' checksum, after the first load there."""
         self.model_dir = Path(model_dir) if model_dir else packaged_model_dir()
         if not self.model_dir.is_dir():
             raise KBError(f"embedding model directory {self.model_dir} does not exist (embedder.model_path)")
         self.batch_size = batch_size
-        self.model, fingerprint = _load_model(str(self.model_dir.resolve()), device)
-        self.tokenizer = self.model.tokenizer
-        get_dimension = getattr(self.model, "get_embedding_dimension", None) or (
-            self.model.get_sentence_embedding_dimension
-        )
-        self.dimension = int(get_dimension())
-        self.max_tokens = int(self.model.max_seq_length)
+        self.device = device  # "auto" is resolved when the model loads (asking torch about CUDA takes ~1 s)
+        fingerprint = _fingerprint(str(self.model_dir.resolve()))
+        shape = _remembered_shape(shape_cache_dir, fingerprint)
+        if shape is None:
+            self.__dict__["model"] = _load_model(str(self.model_dir.resolve()), resolve_device(device))
+            shape = _measured_shape(self.__dict__["model"])
+            if shape_cache_dir is not None:
+                _remember_shape(shape_cache_dir, fingerprint, shape)
+        self.dimension, self.max_tokens = shape
         name = self.model_dir.name if self.model_dir.name != "model" else self.model_dir.parent.name
         self.embedder_id = f"{name}@{fingerprint[:16]}/d{self.dimension}"
+
+    @functools.cached_property
+    def model(self):  # type: ignore[no-untyped-def]
+        model = _load_model(str(self.model_dir.resolve()), resolve_device(self.device))
+        if _measured_shape(model) != (self.dimension, self.max_tokens):
+            raise KBError(
+                f"the embedding model in {self.model_dir} measures {_measured_shape(model)} (dimension, tokens) "
+                f"but its remembered shape says {(self.dimension, self.max_tokens)}: delete that "
+                "embedder-shape-*.json from the models folder"
+            )
+        return model
+
+    @property
+    def tokenizer(self):  # type: ignore[no-untyped-def]
+        return self.model.tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kbservice.llm.scoring import ContinuationScore
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """A continuation's log-likelihood given a prompt (kept free of torch: importing the protocol must not
+    import the model stack)."""
+
+    total_logprob: float  # sum over the continuation's tokens
+    tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.total_logprob / max(self.tokens, 1)
 
 
 class Generator(Protocol):

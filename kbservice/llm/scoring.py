@@ -16,15 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class ContinuationScore:
-    total_logprob: float  # sum over the continuation's tokens
-    tokens: int
-
-    @property
-    def mean_logprob(self) -> float:
-        return self.total_logprob / max(self.tokens, 1)
+from kbservice.llm.protocols import ContinuationScore
 
 
 @dataclass
