@@ -121,10 +121,11 @@ class SentenceTransformerEmbedder:
             raise KBError(f"embedding model directory {self.model_dir} does not exist (embedder.model_path)")
         self.batch_size = batch_size
         self.device = device  # "auto" is resolved when the model loads (asking torch about CUDA takes ~1 s)
-        fingerprint = _fingerprint(str(self.model_dir.resolve()))
+        self._resolved_dir = str(self.model_dir.resolve())  # the key of the per-process model and checksum caches
+        fingerprint = _fingerprint(self._resolved_dir)
         shape = _remembered_shape(shape_cache_dir, fingerprint)
         if shape is None:
-            self.__dict__["model"] = _load_model(str(self.model_dir.resolve()), resolve_device(device))
+            self.__dict__["model"] = _load_model(self._resolved_dir, resolve_device(device))
             shape = _measured_shape(self.__dict__["model"])
             if shape_cache_dir is not None:
                 _remember_shape(shape_cache_dir, fingerprint, shape)
@@ -134,7 +135,7 @@ class SentenceTransformerEmbedder:
 
     @functools.cached_property
     def model(self):  # type: ignore[no-untyped-def]
-        model = _load_model(str(self.model_dir.resolve()), resolve_device(self.device))
+        model = _load_model(self._resolved_dir, resolve_device(self.device))
         if _measured_shape(model) != (self.dimension, self.max_tokens):
             raise KBError(
                 f"the embedding model in {self.model_dir} measures {_measured_shape(model)} (dimension, tokens) "
