@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -42,3 +43,32 @@ def model_fingerprint(model_dir: Path) -> str:
     if not any(p.suffix in WEIGHT_SUFFIXES and p.is_file() for p in model_dir.rglob("*")):
         raise FileNotFoundError(f"no model weights ({', '.join(WEIGHT_SUFFIXES)}) under {model_dir}")
     return directory_sha256(model_dir, suffixes=WEIGHT_SUFFIXES)
+
+
+def _stat_key(path: Path) -> tuple[str, int, int, int]:
+    stat = path.stat()
+    return (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.cache
+def _file_sha256_at(key: tuple[str, int, int, int]) -> str:
+    return file_sha256(Path(key[0]))
+
+
+def unchanged_file_sha256(path: Path) -> str:
+    """`file_sha256`, hashed again only when the file's size, modification time or inode changed since this
+    process last hashed it: services built many times in one process (tests, `serve` workers rebuilding)
+    verify a 90 MB model file once, and a file rewritten in place is hashed again."""
+    return _file_sha256_at(_stat_key(path))
+
+
+@functools.cache
+def _model_fingerprint_at(model_dir: str, weights: tuple[tuple[str, int, int, int], ...]) -> str:
+    return model_fingerprint(Path(model_dir))
+
+
+def unchanged_model_fingerprint(model_dir: Path) -> str:
+    """`model_fingerprint`, computed again only when a weight file's size, modification time or inode
+    changed (or one was added or removed) since this process last computed it."""
+    weights = tuple(sorted(_stat_key(p) for p in model_dir.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file()))
+    return _model_fingerprint_at(str(model_dir), weights)

@@ -39,6 +39,16 @@ class IngestError(KBError):
 class IndexMismatchError(KBError):
     """The vector index disagrees with SQL, is corrupt, or was built by another embedder."""
 
+    @classmethod
+    def other_embedder(cls, stored: str, configured: str) -> IndexMismatchError:
+        """A base embedded by `stored` met the configured embedder `configured`."""
+        return cls(
+            f"the knowledge base was embedded with {stored}, but the configured embedder is {configured}; "
+            "run `kbservice index rebuild --reembed` to switch embedders, or configure the one it was built "
+            "with (embedder.backend, onnx_precision, model_path: a base built before ONNX became the "
+            'default needs backend = "torch")'
+        )
+
 
 class DuplicateIdentityError(IngestError):
     """Identities (such as case ids) that are already stored and may not be replaced."""

@@ -23,7 +23,6 @@ from kbservice.db.image_store import ImageStore
 from kbservice.db.recommendation_store import RecommendationStore
 from kbservice.db.secret_store import SecretStore
 from kbservice.db.service_store import ApiKeyStore, IdempotencyStore, JobStore
-from kbservice.devices import resolve_device
 from kbservice.imaging.deid_key import deid_key
 from kbservice.index.embedder import SentenceTransformerEmbedder, packaged_model_dir
 from kbservice.index.onnx_embedder import OnnxEmbedder
@@ -76,7 +75,7 @@ class Services:
                 cache_dir=cfg.export_dir or self.settings.models_dir,
                 precision=cfg.onnx_precision,
             )
-            return OnnxEmbedder(export, batch_size=cfg.batch_size, device=resolve_device(cfg.device))
+            return OnnxEmbedder(export, batch_size=cfg.batch_size, device=cfg.device)
         return SentenceTransformerEmbedder(
             cfg.model_path,
             batch_size=cfg.batch_size,

@@ -121,6 +121,20 @@ def onnx_export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-exports")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_onnx_exports(onnx_export_dir: Path) -> Iterator[None]:
+    """The default embedder runs an ONNX export made once per data directory; every test has its own data
+    directory, so the session shares one export folder instead (through the environment, which the
+    `kbservice` processes that tests start inherit). A test that sets its own still wins."""
+    previous = os.environ.get("KB_EMBEDDER__EXPORT_DIR")
+    os.environ["KB_EMBEDDER__EXPORT_DIR"] = str(onnx_export_dir)
+    yield
+    if previous is None:
+        os.environ.pop("KB_EMBEDDER__EXPORT_DIR", None)
+    else:
+        os.environ["KB_EMBEDDER__EXPORT_DIR"] = previous
+
+
 def write(path: Path, content: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, bytes):

@@ -91,3 +91,17 @@ def test_migration_0008_moves_adapter_checksums_to_the_shared_layout(tmp_path: P
     command.downgrade(config, "0007")
     assert stored() == {"a1": ADAPTER_BEFORE, "a2": ADAPTER_BEFORE}
     engine.dispose()
+
+
+def test_a_remembered_checksum_is_computed_again_when_the_file_changes(tmp_path: Path) -> None:
+    from kbservice.checksums import file_sha256, unchanged_file_sha256, unchanged_model_fingerprint
+
+    folder = _directory(tmp_path / "model")
+    weights = folder / "model.safetensors"
+    assert unchanged_file_sha256(weights) == file_sha256(weights)
+    assert unchanged_model_fingerprint(folder) == MODEL_FINGERPRINT_BEFORE
+    weights.write_bytes(b"weights-9")  # same size, rewritten in place: a new modification time
+    assert unchanged_file_sha256(weights) == file_sha256(weights) != file_sha256(folder / "sub" / "b.bin")
+    assert unchanged_model_fingerprint(folder) == model_fingerprint(folder) != MODEL_FINGERPRINT_BEFORE
+    (folder / "extra.bin").write_bytes(b"w")  # a weight file added
+    assert unchanged_model_fingerprint(folder) == model_fingerprint(folder)

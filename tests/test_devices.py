@@ -35,3 +35,17 @@ def test_this_machine_resolves_to_what_torch_sees() -> None:
     import torch
 
     assert devices.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_onnx_picks_cuda_for_auto_only_when_its_runtime_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    from kbservice.index.onnx_embedder import onnx_provider
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert onnx_provider("auto") == onnx_provider("cuda:0") == onnx_provider("cpu") == "CPUExecutionProvider"
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert onnx_provider("auto") == onnx_provider("cuda") == "CUDAExecutionProvider"
+    assert onnx_provider("cpu") == "CPUExecutionProvider"

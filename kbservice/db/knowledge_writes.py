@@ -143,10 +143,7 @@ class KnowledgeWrites(VersionHistory):
         if stored is None:
             conn.execute(insert(kb_meta).values(key=EMBEDDER_META_KEY, value=embedder_id))
         elif stored != embedder_id:
-            raise IndexMismatchError(
-                f"the knowledge base was embedded with {stored}, but the configured embedder is "
-                f"{embedder_id}; run `kbservice index rebuild --reembed` to switch embedders"
-            )
+            raise IndexMismatchError.other_embedder(stored, embedder_id)
 
     def _close_documents(
         self, conn: Connection, document_ids: Sequence[int], version: int, reason: str | None = None

@@ -11,13 +11,15 @@ file checksum becomes part of the embedder id: a base built by one export is ref
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from kbservice.checksums import file_sha256, model_fingerprint
+from kbservice.checksums import file_sha256, unchanged_file_sha256, unchanged_model_fingerprint
 from kbservice.durable_files import staged_directory
 from kbservice.errors import KBError
 
@@ -26,6 +28,7 @@ EXPORT_RECORD = "kbservice-export.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 OUTPUT_NAME = "sentence_embedding"
+log = logging.getLogger(__name__)
 _TOKENIZER_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the graph can take
 # Export checks: fp32 must reproduce torch to float rounding; int8 must stay close in direction (per-channel
 # dynamic quantisation of all-MiniLM-L6-v2 measures a mean cosine of 0.99 to the fp32 vectors).
@@ -68,7 +71,7 @@ def ensure_onnx_export(model_dir: Path, *, cache_dir: Path, precision: OnnxPreci
     """The export of `model_dir` at `precision` under `cache_dir`, made on first use (a few seconds)."""
     if not model_dir.is_dir():
         raise KBError(f"embedding model directory {model_dir} does not exist (embedder.model_path)")
-    fingerprint = model_fingerprint(model_dir)
+    fingerprint = unchanged_model_fingerprint(model_dir)
     name = model_dir.name if model_dir.name != "model" else model_dir.parent.name
     destination = cache_dir / f"{name}-{fingerprint[:12]}-onnx-{precision}"
     if not (destination / EXPORT_RECORD).exists():
@@ -84,7 +87,7 @@ def read_export(directory: Path) -> OnnxExport:
         raise KBError(f"{directory} is not a kbservice ONNX export ({exc})") from exc
     # The tokenizer is checked too: another vocabulary would change every vector under the same id.
     for file, recorded in ((MODEL_FILE, record["sha256"]), (TOKENIZER_FILE, record["tokenizer_sha256"])):
-        actual = file_sha256(directory / file)
+        actual = unchanged_file_sha256(directory / file)
         if actual != recorded:
             raise KBError(
                 f"the ONNX export {directory / file} does not match its recorded checksum "
@@ -106,6 +109,8 @@ def read_export(directory: Path) -> OnnxExport:
 def _export(model_dir: Path, destination: Path, *, precision: OnnxPrecision, name: str, fingerprint: str) -> None:
     import torch
 
+    log.info("exporting the embedding model %s to ONNX (%s), once, into %s", name, precision, destination)
+
     from kbservice.index.embedder import load_sentence_transformer
 
     model = load_sentence_transformer(model_dir)
@@ -114,7 +119,11 @@ def _export(model_dir: Path, destination: Path, *, precision: OnnxPrecision, nam
     with staged_directory(destination, complete_marker=EXPORT_RECORD) as staging:
         sample = tokenizer(list(_CHECK_TEXTS), padding=True, truncation=True, return_tensors="pt")
         traced = staging / "model.fp32.onnx"
-        with torch.no_grad():
+        # The tracer warns about every Python branch it freezes (padding checks in transformers' masks and
+        # the pooling); the frozen graph is checked against the torch model below, so those warnings only
+        # alarm the person running their first command.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 _positional(model, input_names),
                 tuple(sample[n] for n in input_names),

@@ -125,10 +125,7 @@ class IndexReplica:
     def _check_stored_embedder(self) -> None:
         stored = self.store.stored_embedder_id()
         if stored is not None and stored != self.embedder_id:
-            raise IndexMismatchError(
-                f"the knowledge base was embedded with {stored}, but the configured embedder is "
-                f"{self.embedder_id}; run `kbservice index rebuild --reembed` to switch embedders"
-            )
+            raise IndexMismatchError.other_embedder(stored, self.embedder_id)
 
     def _kind_for(self, size: int) -> str:
         kind = self.settings.kind
