@@ -22,9 +22,10 @@ setup: $(BIN)/kbservice
 demo: setup
 	$(BIN)/kbservice demo
 
+# One pytest worker per core, at most 4 (each holds its own models); `pytest` run by hand stays one process.
 test: setup
 	$(BIN)/ruff check kbservice tests migrations
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 lint: setup
 	$(BIN)/ruff check kbservice tests migrations
