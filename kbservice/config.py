@@ -34,13 +34,14 @@ class EmbedderSettings(BaseModel):
     # onnx runs an export of the sentence-transformers model on ONNX Runtime, made once into `export_dir`
     # (None: the data directory's models/ folder); torch runs the model as it is. A base built by one backend
     # is refused by the other until `kbservice index rebuild --reembed`. The default is measured (README,
-    # "Embedding backends"): fp32 ONNX makes the same vectors as torch, ingests as fast, embeds a query 3x as
-    # fast, and a process that only serves never imports torch (seconds off every command's start).
+    # "Embedding backends"): fp32 ONNX makes the same vectors as torch, ingests as fast, embeds a query 2.5x
+    # as fast, and a process that only searches never imports torch (seconds off every command's start).
     backend: Literal["torch", "onnx"] = "onnx"
     onnx_precision: Literal["fp32", "int8"] = "fp32"
     export_dir: Path | None = None
     batch_size: int = Field(16, ge=1)
-    device: str = "auto"  # auto: CUDA when torch sees a GPU, else the CPU; or name one ("cpu", "cuda:1")
+    # auto: CUDA when present (onnx asks ONNX Runtime, torch asks torch), else the CPU; or name one ("cuda:1")
+    device: str = "auto"
 
 
 class ChunkingSettings(BaseModel):

@@ -2,8 +2,8 @@
 
 Texts are tokenised with the source model's own tokenizer file (the Rust `tokenizers` library, no torch),
 sorted by token count so each batch pads to its own longest text, and run through one InferenceSession
-per process. On the 2-core AVX2 build machine (no VNNI) the int8 graph encoded MedQuAD chunks 1.15x as
-fast as torch and the fp32 graph 0.97x (the README has the figures and how to measure them). The embedder
+per process. The fp32 graph is the default embedder: the README's "Embedding backends" has the measurements
+that chose it (torch's vectors, as fast on chunks, a query 2.5x as fast, no torch import). The embedder
 id names the source weights and the exported graph's checksum, so a knowledge base built on torch, on fp32
 ONNX or on int8 ONNX is refused by the others until it is re-embedded.
 """
@@ -44,7 +44,8 @@ def _session(model_file: str, provider: str):  # type: ignore[no-untyped-def]
 def _tokenizers(tokenizer_file: str, export_sha256: str, max_tokens: int):  # type: ignore[no-untyped-def]
     """Two tokenizers per export per process (loading one takes 16 ms, and services are built often): one
     truncating like the model (what it embeds), one counting whole texts (chunking). Both are only read
-    after this, which the Rust tokenizers allow from many threads at once."""
+    after this, which the Rust tokenizers allow from many threads at once. Keyed by the export's checksum
+    too, so an export made again in the same folder is read again."""
     from tokenizers import Tokenizer
 
     truncating = Tokenizer.from_file(tokenizer_file)

@@ -109,10 +109,9 @@ def read_export(directory: Path) -> OnnxExport:
 def _export(model_dir: Path, destination: Path, *, precision: OnnxPrecision, name: str, fingerprint: str) -> None:
     import torch
 
-    log.info("exporting the embedding model %s to ONNX (%s), once, into %s", name, precision, destination)
-
     from kbservice.index.embedder import load_sentence_transformer
 
+    log.info("exporting the embedding model %s to ONNX (%s), once, into %s", name, precision, destination)
     model = load_sentence_transformer(model_dir)
     tokenizer = model.tokenizer
     input_names = tuple(n for n in tokenizer.model_input_names if n in _TOKENIZER_OUTPUTS)
