@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbservice.checksums import file_sha256, model_fingerprint
+from kbservice.checksums import file_sha256, unchanged_file_sha256, unchanged_model_fingerprint
 from kbservice.durable_files import staged_directory
 from kbservice.errors import KBError
 
@@ -86,7 +86,8 @@ def resolve_base_model(*, model_path: Path | None, cache_dir: Path) -> BaseModel
         path = model_path
     else:
         gguf = packaged_gguf()
-        path = cache_dir / f"{gguf.stem}-{file_sha256(gguf)[:12]}"
+        path = cache_dir / f"{gguf.stem}-{unchanged_file_sha256(gguf)[:12]}"
         if not (path / CONVERSION_RECORD).exists():
             convert_gguf(gguf, path)
-    return BaseModel(path=path, name=path.name, sha256=model_fingerprint(path))
+    # Hashed once per process unless a weight file changes (540 MB for SmolLM2: 0.5-1.3 s a call here).
+    return BaseModel(path=path, name=path.name, sha256=unchanged_model_fingerprint(path))
