@@ -58,7 +58,9 @@ def _file_sha256_at(key: tuple[str, int, int, int]) -> str:
 def unchanged_file_sha256(path: Path) -> str:
     """`file_sha256`, hashed again only when the file's size, modification time or inode changed since this
     process last hashed it: services built many times in one process (tests, `serve` workers rebuilding)
-    verify a 90 MB model file once, and a file rewritten in place is hashed again."""
+    verify a 90 MB model file once, and a file rewritten in place is hashed again. (Two writes of one size
+    within one tick of the kernel's file clock, a few ms, look alike: a guard against files that change
+    between commands, not against a writer racing this process.)"""
     return _file_sha256_at(_stat_key(path))
 
 

@@ -4,6 +4,7 @@ migration 0008 moves stored adapter checksums from their older layout onto it.""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,8 +101,17 @@ def test_a_remembered_checksum_is_computed_again_when_the_file_changes(tmp_path:
     weights = folder / "model.safetensors"
     assert unchanged_file_sha256(weights) == file_sha256(weights)
     assert unchanged_model_fingerprint(folder) == MODEL_FINGERPRINT_BEFORE
-    weights.write_bytes(b"weights-9")  # same size, rewritten in place: a new modification time
+    before = weights.stat().st_mtime_ns
+    weights.write_bytes(b"weights-9")  # same size, rewritten in place: only the modification time tells
+    # The kernel's file clock ticks every few ms, and this rewrite can land in the tick of the first write;
+    # a real rewrite of a model comes seconds or more later, which this stands for.
+    os.utime(weights, ns=(before + 10**9, before + 10**9))
     assert unchanged_file_sha256(weights) == file_sha256(weights) != file_sha256(folder / "sub" / "b.bin")
     assert unchanged_model_fingerprint(folder) == model_fingerprint(folder) != MODEL_FINGERPRINT_BEFORE
     (folder / "extra.bin").write_bytes(b"w")  # a weight file added
+    assert unchanged_model_fingerprint(folder) == model_fingerprint(folder)
+    staged = folder / "staged.tmp"
+    staged.write_bytes(b"weights-8")
+    staged.replace(weights)  # replaced by rename, as exports and conversions publish: a new inode
+    assert unchanged_file_sha256(weights) == file_sha256(weights)
     assert unchanged_model_fingerprint(folder) == model_fingerprint(folder)
