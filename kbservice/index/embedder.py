@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kbservice.checksums import model_fingerprint
+from kbservice.checksums import unchanged_model_fingerprint
 from kbservice.devices import resolve_device
 from kbservice.errors import KBError
 from kbservice.index.protocols import ProgressCallback
@@ -42,11 +42,6 @@ def load_sentence_transformer(model_dir: Path, device: str = "cpu"):  # type: ig
 def _load_model(model_dir: str, device: str):  # type: ignore[no-untyped-def]
     """One loaded model per (directory, device) per process: services built side by side share it."""
     return load_sentence_transformer(Path(model_dir), device)
-
-
-@functools.cache
-def _fingerprint(model_dir: str) -> str:
-    return model_fingerprint(Path(model_dir))
 
 
 def _measured_shape(model) -> tuple[int, int]:  # type: ignore[no-untyped-def]
@@ -121,8 +116,8 @@ class SentenceTransformerEmbedder:
             raise KBError(f"embedding model directory {self.model_dir} does not exist (embedder.model_path)")
         self.batch_size = batch_size
         self.device = device  # "auto" is resolved when the model loads (asking torch about CUDA takes ~1 s)
-        self._resolved_dir = str(self.model_dir.resolve())  # the key of the per-process model and checksum caches
-        fingerprint = _fingerprint(self._resolved_dir)
+        self._resolved_dir = str(self.model_dir.resolve())  # the key of the per-process model cache
+        fingerprint = unchanged_model_fingerprint(Path(self._resolved_dir))
         shape = _remembered_shape(shape_cache_dir, fingerprint)
         if shape is None:
             self.__dict__["model"] = _load_model(self._resolved_dir, resolve_device(device))
@@ -136,9 +131,10 @@ class SentenceTransformerEmbedder:
     @functools.cached_property
     def model(self):  # type: ignore[no-untyped-def]
         model = _load_model(self._resolved_dir, resolve_device(self.device))
-        if _measured_shape(model) != (self.dimension, self.max_tokens):
+        measured = _measured_shape(model)
+        if measured != (self.dimension, self.max_tokens):
             raise KBError(
-                f"the embedding model in {self.model_dir} measures {_measured_shape(model)} (dimension, tokens) "
+                f"the embedding model in {self.model_dir} measures {measured} (dimension, tokens) "
                 f"but its remembered shape says {(self.dimension, self.max_tokens)}: delete that "
                 "embedder-shape-*.json from the models folder"
             )
