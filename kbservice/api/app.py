@@ -13,10 +13,20 @@ from starlette.concurrency import run_in_threadpool
 
 from kbservice import __version__
 from kbservice.api import problems
+from kbservice.api.body_limit import BodyLimit
 from kbservice.api.jobs import JobRunner, reap_orphaned_jobs
 from kbservice.api.middleware import API_PREFIX, RequestBookkeeping
-from kbservice.api.routes import api_keys, audit, cases, knowledge, learning, operations, recommendations
-from kbservice.api.schemas import CaseIn
+from kbservice.api.routes import (
+    api_keys,
+    audit,
+    cases,
+    images,
+    knowledge,
+    learning,
+    operations,
+    recommendations,
+)
+from kbservice.api.schemas import CaseIn, DescribeIn, RecommendationIn, SimilarIn
 from kbservice.config import Settings, load_settings
 from kbservice.services import Services, build_services
 
@@ -79,7 +89,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.jobs = JobRunner(built, threads=built.settings.api.job_threads)
     app.state.model_loaded = threading.Event()
     problems.install(app)
-    for module in (knowledge, cases, recommendations, learning, audit, api_keys, operations):
+    for module in (knowledge, cases, recommendations, images, learning, audit, api_keys, operations):
         app.include_router(module.router, prefix=API_PREFIX)
     # The probes and metrics also at the root, where orchestrators and scrapers look by convention
     # (Kubernetes /healthz and /readyz, Prometheus /metrics); the /v1 ones stay.
@@ -87,20 +97,30 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     from kbservice.api import web
 
     app.include_router(web.router)
+    # Inside the bookkeeping, so a refused upload is counted and audited like any other answer.
+    app.add_middleware(BodyLimit, limit_bytes=int(built.settings.api.max_upload_mb * 1024 * 1024))
     app.add_middleware(RequestBookkeeping)
     _document_extra_schemas(app)
     return app
 
 
 def _document_extra_schemas(app: FastAPI) -> None:
-    """Adds schemas that routes reference by hand (`POST /cases` parses its own body) to the OpenAPI."""
+    """Adds schemas that routes reference by hand (routes that parse their own JSON or multipart bodies)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = original()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.setdefault("CaseIn", CaseIn.model_json_schema(ref_template="#/components/schemas/{model}"))
+            for model in (
+                CaseIn,
+                RecommendationIn,
+                SimilarIn,
+                DescribeIn,
+            ):  # bodies the routes parse themselves (JSON or multipart)
+                components.setdefault(
+                    model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
+                )
             app.openapi_schema = schema
         return app.openapi_schema
 

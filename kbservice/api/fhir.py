@@ -3,7 +3,10 @@
 The GuidanceResponse carries the differential as its reasons (each with its probability), points its
 result at a contained CarePlan (the treatment plan, one note per cited sentence) and contains a Device
 (the knowledge version, model and adapter that produced it) and a Provenance naming that Device as the
-agent and the retrieved passages as its sources.
+agent and the retrieved passages as its sources. A recommendation made with images also contains one
+DocumentReference per image, de-identified (identified by its pixel checksum, never by a file name), and
+one per similar stored image it drew on (pointing at that image's de-identified preview); the Provenance
+lists them among its sources.
 """
 
 from __future__ import annotations
@@ -63,7 +66,44 @@ def _care_plan(response: dict[str, Any]) -> dict[str, Any]:
     return plan
 
 
-def _provenance(response: dict[str, Any]) -> dict[str, Any]:
+def _image_documents(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """A DocumentReference per request image and per similar stored image among the sources."""
+    images = response.get("images") or {}
+    documents = [
+        {
+            "resourceType": "DocumentReference",
+            "id": f"request-image-{number}",
+            "status": "current",
+            "identifier": [{"system": f"{SYSTEM}/image-sha256", "value": digest}],
+            "description": f"Request image {number}, as normalised and de-identified for the model",
+            "content": [{"attachment": {"contentType": "image/png", "title": f"request image {number}"}}],
+        }
+        for number, digest in enumerate(images.get("sha256") or [], start=1)
+    ]
+    documents += [
+        {
+            "resourceType": "DocumentReference",
+            "id": f"similar-image-{source['image_id']}",
+            "status": "current",
+            "identifier": [{"system": f"{SYSTEM}/image", "value": str(source["image_id"])}],
+            "description": f"[{source['id']}] stored image of prior case {source.get('case_id')} (similar image)",
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "image/png",
+                        "url": f"v1/images/{source['image_id']}/preview",
+                        "title": f"image {source['image_id']} (de-identified preview)",
+                    }
+                }
+            ],
+        }
+        for source in response["sources"]
+        if source["kind"] == "image_case" and source.get("image_id") is not None
+    ]
+    return list({document["id"]: document for document in documents}.values())
+
+
+def _provenance(response: dict[str, Any], images: list[dict[str, Any]]) -> dict[str, Any]:
     provenance = response["provenance"]
     entities = [
         {
@@ -75,7 +115,7 @@ def _provenance(response: dict[str, Any]) -> dict[str, Any]:
             },
         }
         for source in response["sources"]
-    ]
+    ] + [{"role": "source", "what": {"reference": f"#{document['id']}"}} for document in images]
     resource: dict[str, Any] = {
         "resourceType": "Provenance",
         "id": "provenance",
@@ -91,6 +131,7 @@ def _provenance(response: dict[str, Any]) -> dict[str, Any]:
 def guidance_response(response: dict[str, Any]) -> dict[str, Any]:
     """The FHIR R5 GuidanceResponse for a recommendation response (as `recommend --json` prints it)."""
     provenance = response["provenance"]
+    images = _image_documents(response)
     reasons = [
         {
             "concept": _text_concept(entry["diagnosis"]),
@@ -113,5 +154,5 @@ def guidance_response(response: dict[str, Any]) -> dict[str, Any]:
         "reason": reasons,
         "result": [{"reference": "#treatment"}],
         "note": notes,
-        "contained": [_device(provenance), _care_plan(response), _provenance(response)],
+        "contained": [_device(provenance), _care_plan(response), _provenance(response, images), *images],
     }

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from kbservice.errors import KBError
+from kbservice.errors import IngestError, KBError
 from kbservice.services import Services
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,10 @@ class JobRunner:
             result = work()
         except KBError as exc:
             status, slug, title = kind_of(exc)
-            jobs.finish(job_id, error={"type": TYPE_BASE + slug, "title": title, "status": status, "detail": str(exc)})
+            error = {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": str(exc)}
+            if isinstance(exc, IngestError):  # each bad input named, as a synchronous answer names them
+                error["problems"] = [{"input": where, "message": message} for where, message in exc.problems]
+            jobs.finish(job_id, error=error)
         except Exception:
             log.exception("job %s failed", job_id)
             jobs.finish(

@@ -150,6 +150,7 @@ class Case(BaseModel):
     images: list[str]
     labeled_by: str | None
     version_added: int
+    image_ids: list[int] = Field([], description="The stored images (`GET /v1/images/{id}`), in the case's order.")
 
 
 # ----- recommendations ------------------------------------------------------------------------------
@@ -159,7 +160,9 @@ class RecommendationIn(BaseModel):
     """The same fields as `kbservice recommend`."""
 
     model_config = ConfigDict(extra="forbid")
-    findings: str = Field(min_length=1, description="The patient's findings, in plain text.")
+    findings: str = Field(
+        "", description="The patient's findings, in plain text: required unless images are sent (multipart)."
+    )
     history: str | None = None
     age: int | None = Field(None, ge=0, le=130)
     sex: Literal["F", "M"] | None = None
@@ -239,7 +242,7 @@ class Provenance(_Open):
 
 
 class ImagesUsed(_Open):
-    """The request's images (CLI requests may carry them): whether they were used, and by which encoder."""
+    """The request's images: whether they were used, and by which encoder."""
 
     given: int
     sha256: list[str]
@@ -358,3 +361,82 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, dict[str, Any]]
+
+
+class ImageInfo(BaseModel):
+    """A stored image's de-identified metadata (as `kbservice images show --json`, without server paths)."""
+
+    id: int
+    case_id: int
+    case_external_id: str
+    ordinal: int
+    format: str
+    modality: str | None
+    source_shape: list[int]
+    pixel_size: int
+    sha256: str
+    stored_path: str = Field(description="Where the de-identified file is kept, under the images folder.")
+    deidentified: bool
+    deid_method: str | None
+    created_at: str | None
+    header: Any = Field(description="DICOM: every header element as stored (after de-identification).")
+
+
+class SimilarImage(BaseModel):
+    image_id: int
+    case_id: int
+    case: str
+    diagnosis: list[str]
+    score: float
+
+
+class SimilarImages(BaseModel):
+    encoder_version: str | None
+    knowledge_version: int | None
+    note: str | None
+    similar: list[SimilarImage]
+
+
+class DescribeSource(SimilarImage):
+    id: str
+    kind: Literal["image_case"]
+    title: str
+
+
+class ImageDescription(BaseModel):
+    """A draft findings text for review (not a report), with the similar prior cases it cites."""
+
+    draft: str
+    citations: list[str]
+    sources: list[DescribeSource]
+    encoder_version: str | None
+    adapter_version: str | None
+    image_tokens: bool = False
+    knowledge_version: int | None = None
+    note: str | None
+
+
+class EncoderVersion(_Open):
+    """An image encoder version (as `kbservice encoders list --json`)."""
+
+    version: str
+    status: str
+    kind: str
+    aliases: list[str]
+    parent: str | None
+    metrics: dict[str, Any] | None = None
+    created_at: str | None = None
+
+
+class SimilarIn(BaseModel):
+    """The optional `request` part of `POST /images/similar`."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(5, ge=1, le=100, description="How many similar prior cases.")
+    as_of: int | None = Field(None, ge=1, le=2**31 - 1, description="Cases valid at this version (default: newest).")
+
+
+class DescribeIn(BaseModel):
+    """The optional `request` part of `POST /describe`: no options yet (an unknown key is refused)."""
+
+    model_config = ConfigDict(extra="forbid")

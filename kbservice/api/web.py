@@ -9,6 +9,7 @@ run (a fresh nonce per response): injected markup could not run a script or send
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from kbservice.services import Services
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 _CHART_METRICS = ("macro_f1", "accuracy", "model_only_accuracy")
+_CASE_ROLES = (keys.RECOMMEND, keys.AUDIT)  # the roles that may see cases (patient records) and their images
 
 
 def _services(request: Request) -> Services:
@@ -124,14 +126,61 @@ def document_page(request: Request, document_id: int) -> Response:
         return _page(request, "document.html", keys.READ)
     doc = store.document(document_id)
     # A case is a patient record: only roles that may see cases may read it.
-    needed = (keys.RECOMMEND, keys.AUDIT) if doc.source_key.startswith("case:") else (keys.READ,)
-    return _page(
-        request,
-        "document.html",
-        *needed,
-        title=doc.title,
-        load=lambda: {"doc": doc.to_json(), "chunks": store.document_chunks(document_id)},
-    )
+    is_case = doc.source_key.startswith("case:")
+    needed = _CASE_ROLES if is_case else (keys.READ,)
+
+    def load() -> dict[str, Any]:
+        chunks = store.document_chunks(document_id)
+        image_ids: list[int] = []
+        if is_case:
+            services = _services(request)
+            found = services.case_store.by_chunk_ids([c["id"] for c in chunks])
+            case_ids = sorted({case.case_id for case in found.values()})
+            image_ids = [i for ids in services.image_store.ids_by_case(case_ids).values() for i in ids]
+        return {"doc": doc.to_json(), "chunks": chunks, "image_ids": image_ids}
+
+    return _page(request, "document.html", *needed, title=doc.title, load=load)
+
+
+def _png(request: Request, *permissions: str, render: Callable[[], bytes]) -> Response:
+    """An image for a page: the same key and roles as the page that shows it (401/403 otherwise)."""
+    principal = _signed_in(request)
+    if principal is None:
+        raise Problem(401, "unauthenticated", "Missing or invalid API key", "sign in on the web page first")
+    if not any(keys.allows(principal.role, p) for p in permissions):
+        raise Problem(403, "forbidden", "Forbidden", f"role {principal.role!r} may not view this image")
+    response = Response(render(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return with_page_headers(response)
+
+
+@router.get("/ui/images/{image_id}/preview.png")
+def image_preview(request: Request, image_id: int) -> Response:
+    """A stored case image's de-identified preview (an image belongs to a case: case roles only)."""
+    from kbservice.imaging.preview import preview_png
+
+    services = _services(request)
+
+    def render() -> bytes:
+        row = services.image_store.get(image_id)
+        return preview_png(services.settings.images_dir / row["stored_path"], services.settings.imaging, max_side=192)
+
+    return _png(request, *_CASE_ROLES, render=render)
+
+
+@router.get("/ui/recommendations/{recommendation_id}/images/{number}.png")
+def request_image(request: Request, recommendation_id: str, number: int) -> Response:
+    """Image `number` (from 1) of a stored recommendation's request: the normalised pixels it recorded."""
+    from kbservice.imaging.preview import pixels_png
+    from kbservice.recommend.answer import show
+    from kbservice.types import RequestImage
+
+    def render() -> bytes:
+        images = show(_services(request), recommendation_id).request.get("images") or []
+        if not 1 <= number <= len(images):
+            raise Problem(404, "not-found", "Not found", f"the request has {len(images)} image(s)")
+        return pixels_png(RequestImage.from_json(images[number - 1]).pixels, max_side=192)
+
+    return _png(request, keys.AUDIT, render=render)
 
 
 @router.get("/ui/adapters", response_class=HTMLResponse)

@@ -89,22 +89,9 @@ def images_show(
 
 
 def _image_json(row: dict[str, Any], images_dir: Path) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "case_id": row["case_id"],
-        "case_external_id": row["case_external_id"],
-        "ordinal": row["ordinal"],
-        "format": row["format"],
-        "modality": row["modality"],
-        "source_shape": row["source_shape"],
-        "pixel_size": row["pixel_size"],
-        "sha256": row["sha256"],
-        "stored_file": str(images_dir / row["stored_path"]),
-        "deidentified": row["deidentified"],
-        "deid_method": row["deid_method"],
-        "created_at": row["created_at"].isoformat() if row["created_at"] else None,
-        "header": row["header"],
-    }
+    from kbservice.imaging.metadata import image_metadata
+
+    return image_metadata(row) | {"stored_file": str(images_dir / row["stored_path"])}
 
 
 @encoders_app.command("list")

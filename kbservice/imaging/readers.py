@@ -30,19 +30,29 @@ class ImageRead:
     dataset: Any = None  # the pydicom Dataset as read (NOT de-identified); DICOM only
 
 
+_CLAIMED_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".dcm": "dicom", ".dicom": "dicom"}
+
+
 def sniff_format(path: Path, head: bytes) -> str:
-    """The format by content (extension only for NIfTI, whose magic sits mid-header)."""
+    """The format by content (extension only for NIfTI, whose magic sits mid-header). A file whose name
+    claims another image format than its bytes is refused: it was mislabelled somewhere, and which of the
+    two the sender meant cannot be known."""
     if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        found = "dicom"
+    elif head.startswith(b"\x89PNG\r\n\x1a\n"):
+        found = "png"
+    elif head.startswith(b"\xff\xd8\xff"):
+        found = "jpeg"
+    elif path.name.lower().endswith(NIFTI_SUFFIXES):
         return "nifti"
-    if path.suffix.lower() == ".dcm":
+    elif path.suffix.lower() == ".dcm":
         return "dicom"  # a DICOM file without the preamble; pydicom decides
-    raise ImageReadError(f"{path}: not a DICOM, PNG, JPEG or NIfTI image")
+    else:
+        raise ImageReadError(f"{path}: not a DICOM, PNG, JPEG or NIfTI image")
+    claimed = "nifti" if path.name.lower().endswith(NIFTI_SUFFIXES) else _CLAIMED_BY_SUFFIX.get(path.suffix.lower())
+    if claimed is not None and claimed != found:
+        raise ImageReadError(f"{path}: the bytes are a {found.upper()} image, not the {claimed.upper()} its name says")
+    return found
 
 
 def read_image(path: Path, settings: ImagingSettings) -> ImageRead:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from kbservice.config import Settings
 from kbservice.db.secret_store import SecretStore
 from kbservice.db.store import KnowledgeStore
-from kbservice.errors import DuplicateIdentityError, IngestError
+from kbservice.errors import DuplicateIdentityError
 from kbservice.imaging.deid_key import deid_key
 from kbservice.index.protocols import Embedder
 from kbservice.index.replica import IndexReplica
@@ -69,23 +70,16 @@ def ingest_cases(
     author: str = "unknown",
     source: str = "cases",
     progress: Progress | None = None,
-    allow_images: bool = True,
+    uploaded_images: Mapping[str, Path] | None = None,
 ) -> IngestReport:
     """Ingests every case in `path` as ONE new knowledge version, de-identified, or nothing at all.
 
-    A case id that is already stored is an error (cases are never silently replaced). Image paths are read
-    relative to `path`; a caller whose file names are not this machine's to open passes `allow_images=False`."""
+    A case id that is already stored is an error (cases are never silently replaced). A row's image names
+    are paths relative to `path`, or, given `uploaded_images` (a client's uploads: its file name -> where the
+    file was written), names among those only: the client's paths are never this machine's to open."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     drafts = parse_case_file(path, labeled_by=labeled_by, max_chars=settings.ingest.max_case_field_chars)
-    with_images = [d.id for d in drafts if d.images]
-    if with_images and not allow_images:
-        raise IngestError(
-            [
-                (f"case {case_id}", "images cannot be sent this way yet; ingest image cases with the CLI")
-                for case_id in with_images[:20]
-            ]
-        )
     stored = store.live_content_hashes([f"case:{d.id}" for d in drafts])
     if stored:
         raise DuplicateIdentityError(sorted(stored))
@@ -104,6 +98,7 @@ def ingest_cases(
         settings=settings,
         deid_secret=lambda: deid_key(SecretStore(store.engine), settings),
         progress=progress,
+        uploaded=uploaded_images,
     )
     if image_rows:
         timings["images_s"] = time.perf_counter() - stage

@@ -3,6 +3,8 @@ knowledge base, the packaged embedder and the tiny Llama; one API key per role."
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 import uuid
@@ -63,10 +65,14 @@ def start_server(services: Services) -> tuple[object, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def live(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def serve_live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path, **sections: object
 ) -> Iterator[LiveServer]:
+    """A live server on the parametrised database with the starter knowledge; `sections` override settings
+    sections (e.g. `imaging=ImagingSettings(...)`)."""
     database_url, dropped = None, None
     if request.param == "postgresql":
         if not request.getfixturevalue("postgres_ok"):
@@ -82,6 +88,7 @@ def live(
         database_url,
         llm=LLMSettings(model_path=tiny_lm_dir),
         api=ApiSettings(async_ingest_bytes=4096, watch_champion_s=0.2),
+        **sections,
     )
     initialise(settings)
     services = build_services(settings)
@@ -99,6 +106,13 @@ def live(
             conn.execute(f"DROP DATABASE IF EXISTS {dropped} WITH (FORCE)")
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path
+) -> Iterator[LiveServer]:
+    yield from serve_live(request, tmp_path_factory, tiny_lm_dir)
+
+
 def wait_for_job(client: httpx.Client, job_url: str, *, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,3 +121,20 @@ def wait_for_job(client: httpx.Client, job_url: str, *, timeout: float = 300) ->
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_url} did not finish in {timeout}s")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI (.ci/run installs the Debian package)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()

@@ -37,6 +37,11 @@ ROUTE_MATRIX = [
         {keys.RECOMMEND, keys.AUDIT},
     ),
     ("POST", "/v1/recommendations/{recommendation_id}/replay", "/v1/recommendations/rec-none/replay", {}, {keys.AUDIT}),
+    ("GET", "/v1/images/{image_id}", "/v1/images/999999", {}, {keys.READ}),
+    ("GET", "/v1/images/{image_id}/preview", "/v1/images/999999/preview", {}, {keys.READ}),
+    ("POST", "/v1/images/similar", "/v1/images/similar", {"json": {}}, {keys.READ}),
+    ("POST", "/v1/describe", "/v1/describe", {"json": {}}, {keys.RECOMMEND}),
+    ("GET", "/v1/encoders", "/v1/encoders", {}, {keys.READ}),
     ("POST", "/v1/updates", "/v1/updates", {"json": {"unknown": 1}}, {keys.TRAIN}),
     ("GET", "/v1/jobs/{job_id}", "/v1/jobs/job-none", {}, {keys.READ}),
     ("GET", "/v1/adapters", "/v1/adapters", {}, {keys.READ}),
@@ -124,7 +129,8 @@ def test_errors_are_problem_details_with_stable_types(live: LiveServer) -> None:
         row = {"id": "x", "findings": "Wheeze.", "diagnosis": "Asthma", "images": ["/etc/hostname"]}
         upload = {"file": ("cases.jsonl", json.dumps(row).encode() + b"\n", "application/x-ndjson")}
         with_image = client.post("/v1/cases", files=upload)
-        assert with_image.status_code == 422 and "with the CLI" in problem(with_image)["problems"][0]["message"]
+        assert with_image.status_code == 422
+        assert "not among the uploaded `images` parts" in problem(with_image)["problems"][0]["message"]
         assert problem(client.get("/v1/versions", params={"cursor": "garbage"}))["type"].endswith("/invalid-cursor")
 
 

@@ -88,10 +88,19 @@ def test_model_input_is_a_square_uint8_array() -> None:
         ("notes.png", b"this is a text file, not an image at all", "not a DICOM, PNG, JPEG or NIfTI"),
         ("cut.png", None, "not a readable PNG"),
         ("cut.dcm", None, "not a readable DICOM"),
+        ("png-bytes.jpg", "png", "the bytes are a PNG image, not the JPEG its name says"),
+        ("png-bytes.dcm", "png", "the bytes are a PNG image, not the DICOM its name says"),
+        ("dicom-bytes.png", "dicom", "the bytes are a DICOM image, not the PNG its name says"),
     ],
 )
-def test_unreadable_inputs_are_clear_errors(tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
+def test_unreadable_inputs_are_clear_errors(
+    tmp_path: Path, name: str, content: bytes | str | None, message: str
+) -> None:
     path = tmp_path / name
+    if content in ("png", "dicom"):  # a whole, readable image under another format's name
+        pixels = np.full((64, 64), 7, dtype=np.uint8 if content == "png" else np.uint16)
+        writer = write_png if content == "png" else write_dicom
+        content = writer(tmp_path / f"whole.{'png' if content == 'png' else 'dcm'}", pixels).read_bytes()
     if content is None:  # a real file cut in half
         whole = (
             write_png(tmp_path / "whole.png", np.full((64, 64), 7, dtype=np.uint8))

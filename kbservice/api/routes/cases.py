@@ -1,10 +1,13 @@
-"""Case routes: add labelled cases (a JSON list, or an uploaded CSV/JSONL file) and list them."""
+"""Case routes: add labelled cases (a JSON list, or an uploaded CSV/JSONL file, with image files) and list
+them."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +18,14 @@ from starlette.concurrency import run_in_threadpool
 
 from kbservice.api import metrics, schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
-from kbservice.api.jobs import accepted
+from kbservice.api.multipart import (
+    IMAGE_PART,
+    ImageParts,
+    invalid,
+    is_multipart,
+    multipart_form,
+    save_image_parts,
+)
 from kbservice.api.pagination import MAX_LIMIT
 from kbservice.api.problems import Problem, validation_problems
 from kbservice.api.routes.common import (
@@ -24,6 +34,7 @@ from kbservice.api.routes.common import (
     CanRecommendOrAudit,
     IdempotencyKey,
     ServicesDep,
+    job_owning,
     page_of,
     problems,
     safe_upload_name,
@@ -42,72 +53,110 @@ _CASE_BODY = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "A .jsonl or .csv file."},
+                        "cases": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The cases: a .jsonl or .csv file, or a JSON list (as a field or a "
+                            ".json file). Required (`file` is accepted as its older name).",
+                        },
+                        "images": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "Image files (DICOM, PNG, JPEG, NIfTI) under the names the rows' "
+                            "`images` fields use. Every image must be named by a row, and every name a row uses "
+                            "must be sent.",
+                        },
                         "labeled_by": {"type": "string"},
                     },
-                }
+                },
+                "encoding": {"images": {"contentType": "application/octet-stream"}},
             },
         },
     }
 }
+_CASE_FILE_SUFFIXES = (".jsonl", ".csv", ".json")
 
 
-def ingest_case_file(services: Services, path: Path, *, labeled_by: str | None, author: str) -> dict[str, Any]:
+def ingest_case_file(
+    services: Services,
+    path: Path,
+    *,
+    labeled_by: str | None,
+    author: str,
+    uploaded_images: dict[str, Path],
+) -> dict[str, Any]:
     from kbservice.ingest.cases import ingest_cases
 
-    # Image paths would name files on this server, not the client's: images come through the CLI for now.
+    # A row's images can only name the files uploaded with it: paths would name this server's files.
     with uploads_named_by_client(path.parent) as clean_report:
         report = ingest_cases(
             path,
             **services.ingest_targets(),
             labeled_by=labeled_by,
             author=author,
-            allow_images=False,
+            uploaded_images=uploaded_images,
         )
         result = clean_report(report.to_json())
     metrics.observe_ingest(result)
     return result
 
 
-async def _read_cases(request: Request) -> tuple[str, bytes, str | None]:
-    """(file name, file bytes, labeled_by) from a JSON list (named cases.jsonl) or a multipart upload (its
-    own name, sanitised)."""
+@dataclass
+class _CasesUpload:
+    name: str  # the case file's name in the upload folder
+    data: bytes
+    labeled_by: str | None
+    images: ImageParts
+
+
+def _json_list_as_jsonl(raw: bytes) -> bytes:
+    try:
+        cases = _CASE_LIST.validate_json(raw)
+    except ValidationError as exc:
+        raise Problem(
+            422,
+            "invalid-request",
+            "Invalid request",
+            "the body is not a list of cases",
+            problems=validation_problems(exc.errors()),
+        ) from exc
+    if not cases:
+        raise Problem(422, "invalid-request", "Invalid request", "the list of cases is empty")
+    return "".join(json.dumps(c.model_dump(exclude_none=True), ensure_ascii=False) + "\n" for c in cases).encode()
+
+
+async def _read_multipart_cases(request: Request, folder: Path) -> _CasesUpload:
+    async with multipart_form(request, allowed={"cases", "file", IMAGE_PART, "labeled_by"}) as form:
+        if "cases" in form and "file" in form:
+            raise invalid("send the cases as one part, `cases` (or its older name `file`), not both", part="file")
+        named = "cases" if "cases" in form else "file"
+        upload = form.get(named)
+        labeled_by = form.get("labeled_by")
+        if upload is None:
+            raise invalid("the multipart body needs a `cases` part (a .jsonl/.csv file or a JSON list)", part="cases")
+        if isinstance(upload, str):  # a JSON list sent as a plain field
+            name, data = "cases.jsonl", _json_list_as_jsonl(upload.encode())
+        else:
+            suffix = Path(upload.filename or "").suffix.lower()
+            if suffix not in _CASE_FILE_SUFFIXES:
+                raise invalid(f"the `{named}` file must be .jsonl, .csv or .json (a JSON list)", part=named)
+            data = await upload.read()
+            if suffix == ".json":
+                name, data = "cases.jsonl", _json_list_as_jsonl(data)
+            else:
+                name = safe_upload_name(upload.filename, suffix)
+        images = await save_image_parts(form, folder)
+        return _CasesUpload(name, data, labeled_by if isinstance(labeled_by, str) else None, images)
+
+
+async def _read_cases(request: Request, folder: Path) -> _CasesUpload:
+    """The case file (a JSON list becomes cases.jsonl) and any uploaded images, written into `folder`."""
     content_type = request.headers.get("content-type", "")
-    limit = int(request.app.state.services.settings.api.max_upload_mb * 1024 * 1024)
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        upload, labeled_by = form.get("file"), form.get("labeled_by")
-        if upload is None or isinstance(upload, str):
-            raise Problem(
-                422, "invalid-request", "Invalid request", "multipart field `file` (a .jsonl or .csv) is required"
-            )
-        suffix = Path(upload.filename or "").suffix.lower()
-        if suffix not in (".jsonl", ".csv"):
-            raise Problem(422, "invalid-request", "Invalid request", "the uploaded file must be .jsonl or .csv")
-        data = await upload.read()
-        if len(data) > limit:
-            raise Problem(413, "too-large", "Upload too large", f"uploads are limited to {limit:,} bytes per request")
-        return safe_upload_name(upload.filename, suffix), data, labeled_by if isinstance(labeled_by, str) else None
+    if is_multipart(request):
+        return await _read_multipart_cases(request, folder)
     if content_type.split(";")[0].strip() in ("application/json", ""):
-        raw = await request.body()
-        if len(raw) > limit:
-            raise Problem(413, "too-large", "Upload too large", f"requests are limited to {limit:,} bytes")
-        try:
-            cases = _CASE_LIST.validate_json(raw)
-        except ValidationError as exc:
-            raise Problem(
-                422,
-                "invalid-request",
-                "Invalid request",
-                "the body is not a list of cases",
-                problems=validation_problems(exc.errors()),
-            ) from exc
-        if not cases:
-            raise Problem(422, "invalid-request", "Invalid request", "the list of cases is empty")
-        lines = "".join(json.dumps(c.model_dump(exclude_none=True), ensure_ascii=False) + "\n" for c in cases)
-        return "cases.jsonl", lines.encode(), None
+        return _CasesUpload("cases.jsonl", _json_list_as_jsonl(await request.body()), None, ImageParts())
     raise Problem(
         415, "unsupported-media-type", "Unsupported media type", "send application/json or multipart/form-data"
     )
@@ -120,48 +169,50 @@ async def _read_cases(request: Request) -> tuple[str, bytes, str | None]:
     responses={202: {"model": schemas.JobAccepted, "description": "Large upload: ingesting as a job."}}
     | problems(409, 413, 415),
     openapi_extra=_CASE_BODY,
-    summary="Ingest labelled cases as one new knowledge version",
+    summary="Ingest labelled cases (and their images) as one new knowledge version",
 )
 async def post_cases(
     principal: CanIngest,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Cases are de-identified before storage. Any bad row (named by line and field) or an already stored case
-    id rejects the whole request: nothing is stored."""
+    """Cases and their images are de-identified before storage. Any bad row (named by line and field), bad
+    image (named by its part) or already stored case id rejects the whole request: nothing is stored."""
     services: Services = request.app.state.services
-    name, data, labeled_by = await _read_cases(request)
-    digest = body_sha256(Path(name).suffix.encode(), data, [labeled_by])
+    folder = Path(tempfile.mkdtemp(prefix="kbservice-cases-"))
+    handed_to_job = False
+    try:
+        upload = await _read_cases(request, folder)
+        extra = [upload.images.sha256] if upload.images.files else []  # JSON bodies hash as they always did
+        digest = body_sha256(Path(upload.name).suffix.encode(), upload.data, [upload.labeled_by], *extra)
 
-    def run() -> tuple[int, dict]:
-        folder = Path(tempfile.mkdtemp(prefix="kbservice-cases-"))
-        path = folder / name
-        path.write_bytes(data)
-        options = {"labeled_by": labeled_by, "author": principal.name}
-        if len(data) <= services.settings.api.async_ingest_bytes:
-            try:
+        def run() -> tuple[int, dict]:
+            nonlocal handed_to_job
+            path = folder / upload.name
+            path.write_bytes(upload.data)
+            options = {
+                "labeled_by": upload.labeled_by,
+                "author": principal.name,
+                "uploaded_images": upload.images.files,
+            }
+            if len(upload.data) + upload.images.total_bytes <= services.settings.api.async_ingest_bytes:
                 return 201, ingest_case_file(services, path, **options)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
+            handed_to_job = True
+            work = partial(ingest_case_file, services, path, **options)
+            return 202, job_owning(request, "ingest.cases", created_by=principal.name, folder=folder, work=work)
 
-        def work() -> dict:
-            try:
-                return ingest_case_file(services, path, **options)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-
-        job_id = request.app.state.jobs.submit("ingest.cases", created_by=principal.name, work=work)
-        return 202, accepted(job_id)
-
-    return await run_in_threadpool(
-        run_idempotent,
-        services,
-        route="POST /cases",
-        principal=principal,
-        key=idempotency_key,
-        request_sha256=digest,
-        run=run,
-    )
+        return await run_in_threadpool(
+            run_idempotent,
+            services,
+            route="POST /cases",
+            principal=principal,
+            key=idempotency_key,
+            request_sha256=digest,
+            run=run,
+        )
+    finally:
+        if not handed_to_job:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @router.get("/cases", response_model=schemas.Page[schemas.Case], responses=problems(404))
@@ -174,7 +225,10 @@ def list_cases(
     cursor: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> dict:
-    """Stored cases (after de-identification), by store id."""
+    """Stored cases (after de-identification) with their image ids, by store id."""
     version = version_or_newest(services, as_of)
-    rows = [c.to_json() for c in services.case_store.cases(as_of=version)] if version is not None else []
-    return page_of(rows, key="case_id", cursor=cursor, limit=limit)
+    found = services.case_store.cases(as_of=version) if version is not None else []
+    page = page_of([c.to_json() for c in found], key="case_id", cursor=cursor, limit=limit)
+    image_ids = services.image_store.ids_by_case([row["case_id"] for row in page["items"]])
+    page["items"] = [row | {"image_ids": image_ids.get(row["case_id"], [])} for row in page["items"]]
+    return page

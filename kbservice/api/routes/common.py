@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from fastapi import Path as PathParam
 
 from kbservice import keys
 from kbservice.api.auth import Principal, require, services_of
+from kbservice.api.jobs import accepted
 from kbservice.api.pagination import paginate
 from kbservice.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from kbservice.api.schemas import ProblemDetails
@@ -89,6 +91,18 @@ def uploaded_files(request: Request, files: list[UploadFile]) -> Iterator[tuple[
                 raise Problem(422, "invalid-request", "Invalid request", f"two uploads are named {name!r}")
             (folder / name).write_bytes(data)
         yield folder, total
+
+
+def job_owning(request: Request, kind: str, *, created_by: str, folder: Path, work: Callable[[], Any]) -> dict:
+    """Submits `work` as a background job that removes `folder` (its uploads) when it ends; the 202 body."""
+
+    def run() -> Any:
+        try:
+            return work()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return accepted(request.app.state.jobs.submit(kind, created_by=created_by, work=run))
 
 
 @contextmanager

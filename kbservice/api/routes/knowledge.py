@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,7 +14,6 @@ from starlette.concurrency import run_in_threadpool
 
 from kbservice.api import metrics, schemas
 from kbservice.api.idempotency import body_sha256, run_idempotent
-from kbservice.api.jobs import accepted
 from kbservice.api.pagination import MAX_LIMIT
 from kbservice.api.routes.common import (
     MAX_ID,
@@ -23,6 +23,7 @@ from kbservice.api.routes.common import (
     IdempotencyKey,
     ServicesDep,
     VersionNumber,
+    job_owning,
     page_of,
     problems,
     uploaded_files,
@@ -86,17 +87,10 @@ def post_guidelines(
             options = {"source": source, "message": message, "skip_bad": skip_bad, "author": principal.name}
             if total <= services.settings.api.async_ingest_bytes:
                 return 201, ingest_uploaded_guidelines(services, folder, **options)
-            kept = Path(tempfile.mkdtemp(prefix="kbservice-job-"))
+            kept = Path(tempfile.mkdtemp(prefix="kbservice-job-"))  # the request's own folder goes with it
             shutil.copytree(folder, kept, dirs_exist_ok=True)
-
-            def work() -> dict:
-                try:
-                    return ingest_uploaded_guidelines(services, kept, **options)
-                finally:
-                    shutil.rmtree(kept, ignore_errors=True)
-
-            job_id = request.app.state.jobs.submit("ingest.guidelines", created_by=principal.name, work=work)
-            return 202, accepted(job_id)
+            work = partial(ingest_uploaded_guidelines, services, kept, **options)
+            return 202, job_owning(request, "ingest.guidelines", created_by=principal.name, folder=kept, work=work)
 
         return run_idempotent(
             services,

@@ -15,10 +15,12 @@ from starlette.concurrency import run_in_threadpool
 
 from kbservice.api import metrics, schemas
 from kbservice.api.fhir import FHIR_MEDIA_TYPE, guidance_response
+from kbservice.api.image_requests import request_with_images, request_with_images_body
 from kbservice.api.problems import TYPE_BASE, kind_of
 from kbservice.api.routes.common import CanAudit, CanRecommend, CanRecommendOrAudit, ServicesDep, problems
 from kbservice.errors import KBError
 from kbservice.services import Services
+from kbservice.types import RequestImage
 
 router = APIRouter(tags=["recommendations"])
 SSE_MEDIA_TYPE = "text/event-stream"
@@ -32,7 +34,13 @@ _ANSWER_MEDIA_TYPES = {
 }
 
 
-def _answer(services: Services, body: schemas.RecommendationIn, actor: str, listener: Any = None) -> dict:
+def _answer(
+    services: Services,
+    body: schemas.RecommendationIn,
+    actor: str,
+    listener: Any = None,
+    images: tuple[RequestImage, ...] = (),
+) -> dict:
     from kbservice.recommend.answer import recommend
     from kbservice.recommend.request import RecommendationRequest
 
@@ -40,7 +48,7 @@ def _answer(services: Services, body: schemas.RecommendationIn, actor: str, list
     started = time.perf_counter()
     response = recommend(
         services,
-        RecommendationRequest(**fields),
+        RecommendationRequest(**fields, images=images),
         actor=actor,
         with_treatment=body.with_treatment,
         listener=listener,
@@ -73,7 +81,9 @@ def _sse(event_id: int, event: str, data: Any) -> bytes:
     return f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _stream(services: Services, body: schemas.RecommendationIn, actor: str) -> AsyncIterator[bytes]:
+async def _stream(
+    services: Services, body: schemas.RecommendationIn, actor: str, images: tuple[RequestImage, ...]
+) -> AsyncIterator[bytes]:
     """Runs the recommendation on a thread and relays what it hears as numbered events."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -83,7 +93,7 @@ async def _stream(services: Services, body: schemas.RecommendationIn, actor: str
 
     def work() -> None:
         try:
-            result = _answer(services, body, actor, listener)
+            result = _answer(services, body, actor, listener, images)
             loop.call_soon_threadsafe(queue.put_nowait, ("result", result))
         except KBError as exc:
             status, slug, title = kind_of(exc)
@@ -112,26 +122,26 @@ async def _stream(services: Services, body: schemas.RecommendationIn, actor: str
 @router.post(
     "/recommendations",
     response_model=schemas.Recommendation,
-    responses={200: {"content": _ANSWER_MEDIA_TYPES}} | problems(404),
+    responses={200: {"content": _ANSWER_MEDIA_TYPES}} | problems(404, 413, 415),
+    openapi_extra=request_with_images_body("RecommendationIn", required=True),
     summary="A cited differential diagnosis and treatment plan",
 )
-async def post_recommendation(
-    principal: CanRecommend,
-    request: Request,
-    body: schemas.RecommendationIn,
-) -> Any:
-    """The same input and output as `kbservice recommend --json`. Every answer is stored and audited.
-    `Accept: application/fhir+json` returns a FHIR R5 GuidanceResponse; `Accept: text/event-stream` streams
-    the differential and the treatment plan as they are produced, then the full result."""
+async def post_recommendation(principal: CanRecommend, request: Request) -> Any:
+    """The same input and output as `kbservice recommend --json`: a JSON body, or multipart with a `request`
+    part (that JSON) and image files as `images` parts (findings may then be empty). Every answer is stored
+    and audited. `Accept: application/fhir+json` returns a FHIR R5 GuidanceResponse; `Accept:
+    text/event-stream` streams the differential and the treatment plan as they are produced, then the full
+    result."""
     services: Services = request.app.state.services
     media = _preferred(request.headers.get("accept", "application/json"))
-    if media == SSE_MEDIA_TYPE:
-        return StreamingResponse(
-            _stream(services, body, principal.name),
-            media_type=SSE_MEDIA_TYPE,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    response = await run_in_threadpool(_answer, services, body, principal.name)
+    async with request_with_images(request, schemas.RecommendationIn, required=True) as (body, images):
+        if media == SSE_MEDIA_TYPE:
+            return StreamingResponse(
+                _stream(services, body, principal.name, images),
+                media_type=SSE_MEDIA_TYPE,
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        response = await run_in_threadpool(_answer, services, body, principal.name, None, images)
     if media == FHIR_MEDIA_TYPE:
         return JSONResponse(guidance_response(response), media_type=FHIR_MEDIA_TYPE)
     return JSONResponse(response)
