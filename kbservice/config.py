@@ -190,6 +190,20 @@ class ImagingSettings(BaseModel):
     describe_max_new_tokens: int = Field(64, ge=8)
 
 
+class PacsSettings(BaseModel):
+    """A PACS spoken to over DICOMweb (QIDO-RS to find studies, WADO-RS to fetch their instances)."""
+
+    url: str | None = None  # the DICOMweb root, e.g. http://pacs:8042/dicom-web; unset: no PACS
+    username: str | None = None  # HTTP basic auth (with password) ...
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None  # ... or a bearer token
+    timeout_s: float = Field(30.0, gt=0)  # per HTTP request (connect and each read)
+    retries: int = Field(3, ge=0)  # on 5xx answers, timeouts and refused connections, with backoff
+    backoff_s: float = Field(0.5, ge=0)  # the first wait; doubled per retry
+    max_instances: int = Field(64, ge=1)  # a study or series with more instances is refused
+    max_study_mb: float = Field(256, gt=0)  # the bytes fetched for one study or series, counted while reading
+
+
 class DeidSettings(BaseModel):
     # Seals the de-identification key kept in the database: 32 bytes as 64 hex digits or base64. Give every
     # replica the same one (KB_DEID__KEY_ENCRYPTION_KEY); unset, a file in the data directory is made once,
@@ -215,6 +229,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     imaging: ImagingSettings = ImagingSettings()
     deid: DeidSettings = DeidSettings()
+    pacs: PacsSettings = PacsSettings()
 
     @classmethod
     def settings_customise_sources(

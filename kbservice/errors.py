@@ -94,6 +94,14 @@ class ImageReadError(KBError):
     """An image that cannot be read as given (unreadable, truncated, empty, not an image, too large)."""
 
 
+class PacsError(KBError):
+    """The PACS could not be reached or answered with something other than what was asked for."""
+
+
+class UnknownStudyError(KBError):
+    """The PACS does not know the study (or series) asked for."""
+
+
 class UnknownImageError(KBError):
     pass
 

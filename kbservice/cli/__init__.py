@@ -12,6 +12,7 @@ from kbservice.cli.app import app, main, state
 COMMAND_MODULES = (
     "knowledge",
     "images",
+    "pacs",
     "cases",
     "recommend",
     "audit",

@@ -57,6 +57,9 @@ classifiers_app = typer.Typer(
     help="Case classifier versions (trained by the update cycle; one evidence group of the fusion).",
     no_args_is_help=True,
 )
+pacs_app = typer.Typer(
+    help="A PACS over DICOMweb ([pacs] in the configuration): reachability and study search.", no_args_is_help=True
+)
 keys_app = typer.Typer(
     help="API keys for `kbservice serve`: create (shown once, stored hashed), list, revoke.", no_args_is_help=True
 )
@@ -72,6 +75,7 @@ for sub_app, name in (
     (update_app, "update"),
     (adapters_app, "adapters"),
     (classifiers_app, "classifiers"),
+    (pacs_app, "pacs"),
     (keys_app, "keys"),
 ):
     app.add_typer(sub_app, name=name)

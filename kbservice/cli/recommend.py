@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from kbservice.types import RequestImage
 
 from kbservice.cli.app import (
     JsonFlag,
@@ -26,11 +29,18 @@ from kbservice.cli.app import (
 @app.command()
 def recommend(
     findings: Annotated[
-        str, typer.Option("--findings", help="The patient's findings, in plain text (optional with --image).")
+        str,
+        typer.Option("--findings", help="The patient's findings, in plain text (optional with --image or --study)."),
     ] = "",
     image: Annotated[
         list[Path] | None,
         typer.Option("--image", help="An X-ray, CT or MRI image (DICOM, PNG, JPEG, NIfTI); repeat for several."),
+    ] = None,
+    study: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--study", help="A PACS study (STUDY_UID, or STUDY_UID/SERIES_UID) whose instances are the images."
+        ),
     ] = None,
     history: Annotated[str | None, typer.Option("--history", help="Relevant history.")] = None,
     age: Annotated[int | None, typer.Option("--age", min=0, max=130, help="Age in years.")] = None,
@@ -64,7 +74,7 @@ def recommend(
         as_of=as_of,
         adapter=adapter,
         mode=check_mode(mode),  # type: ignore[arg-type]
-        images=request_images(image or [], settings=state.settings.imaging),
+        images=request_images(image or [], settings=state.settings.imaging) + _study_images(study or []),
     )
     response = run_recommend(state.services, request, actor=author_or_user(actor), with_treatment=not no_treatment)
     if as_json:
@@ -109,3 +119,14 @@ def models_show(as_json: JsonFlag = False) -> None:
         print_json({"name": model.name, "path": str(model.path), "sha256": model.sha256})
     else:
         out.print(f"{model.name}\n  path   {model.path}\n  sha256 {model.sha256}")
+
+
+def _study_images(studies: list[str]) -> tuple[RequestImage, ...]:
+    """Every instance of each PACS study or series (STUDY_UID[/SERIES_UID]) as a request image."""
+    from kbservice.imaging.dicomweb import REFERENCE_PREFIX, study_request_images
+
+    found: tuple[RequestImage, ...] = ()
+    for study in studies:
+        reference = study if study.startswith(REFERENCE_PREFIX) else REFERENCE_PREFIX + study
+        found += study_request_images(reference, settings=state.settings)
+    return found

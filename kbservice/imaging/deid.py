@@ -215,3 +215,9 @@ def header_elements(dataset: Any) -> list[dict[str, Any]]:
                 entry["value"] = "" if value is None else str(value)
         out.append(entry)
     return out
+
+
+def shifted_date(value: str, *, secret: bytes, patient_key: str) -> str:
+    """A DA value as de-identification stores it for the patient `patient_key` (their PatientID, else
+    PatientName): shifted back by the same per-patient number of days; "" when it is not a date."""
+    return _shift(value, "DA", Keys.for_patient(secret, patient_key).shift_days)

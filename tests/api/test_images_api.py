@@ -328,3 +328,20 @@ def test_the_web_page_shows_a_recommendation_s_and_a_case_s_images(
     assert page.goto(f"{image_live.url}/ui/images/{image_source['image_id']}/preview.png").status == 403
     assert page.goto(f"{image_live.url}/ui/recommendations/{answer['id']}/images/1.png").status == 403
     reader.close()
+
+
+def test_an_idempotency_key_covers_the_images_of_a_multipart_upload(image_live: LiveServer) -> None:
+    row = {"id": "idem-img", "findings": "Cough.", "diagnosis": "Pneumonia", "images": ["x.png"]}
+    headers = {"Idempotency-Key": "images-batch-1"}
+    with image_live.client("curator") as client:
+        versions = len(client.get("/v1/versions", params={"limit": 500}).json()["items"])
+        files = [("cases", _rows(row)), ("images", ("x.png", _png(21), "image/png"))]
+        first = client.post("/v1/cases", files=files, headers=headers)
+        retry = client.post("/v1/cases", files=files, headers=headers)
+        assert retry.status_code == first.status_code and retry.json() == first.json()
+        assert retry.headers["idempotent-replayed"] == "true"
+        _ingested(client, first)
+        assert len(client.get("/v1/versions", params={"limit": 500}).json()["items"]) == versions + 1
+        other_image = [("cases", _rows(row)), ("images", ("x.png", _png(22), "image/png"))]
+        reused = client.post("/v1/cases", files=other_image, headers=headers)
+        assert reused.status_code == 422 and problem(reused)["type"].endswith("/idempotency-key-reused")
