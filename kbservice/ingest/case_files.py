@@ -64,7 +64,8 @@ class RowError(ValueError):
 
 
 def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, raw record) for each row of a .jsonl or .csv file."""
+    """(line number, raw record) for each row of a .jsonl or .csv file (for a FHIR Bundle .json: the entry
+    number of each case's Encounter or first resource, and the case it maps to)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -78,7 +79,21 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
         return _jsonl_rows(path, text)
     if suffix == ".csv":
         return _csv_rows(path, text)
-    raise IngestError([(str(path), f"unsupported case file type {suffix!r}; use .jsonl or .csv")])
+    if suffix == ".json":
+        return _bundle_rows(path, text)
+    raise IngestError([(str(path), f"unsupported case file type {suffix!r}; use .jsonl, .csv or a FHIR Bundle .json")])
+
+
+def _bundle_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    from kbservice.ingest.fhir_bundle import bundle_rows, is_bundle
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IngestError([(str(path), f"not valid JSON ({exc.msg} at line {exc.lineno})")]) from exc
+    if not is_bundle(data):
+        raise IngestError([(str(path), "a .json case file must be a FHIR Bundle (resourceType Bundle)")])
+    return bundle_rows(data, where=str(path))
 
 
 def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:

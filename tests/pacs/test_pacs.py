@@ -14,6 +14,7 @@ from kbservice.config import load_settings
 from tests.cli.conftest import _environment
 from tests.cli.conftest import run as run  # a fixture, used by name
 from tests.cli.runner import Cli
+from tests.ingest.fhir_bundles import PATIENT_MRN, case_bundle
 from tests.pacs.conftest import ACCESSION, PASSWORD, PATIENT_ID, STUDY_DATE, USER, Pacs
 from tests.pacs.faulty import faulty_pacs
 
@@ -79,8 +80,14 @@ def test_find_ingest_and_recommend_by_study_uid_keep_no_identifier(pacs_cli: Cli
     assert report["version"] is not None
     series_case = _cases_file(tmp_path, f"dicomweb:{pacs.study_uid}/{pacs.series_uid}", case_id="pacs-2")
     pacs_cli.json("ingest", "cases", str(series_case))
+    # A FHIR Bundle's ImagingStudy is fetched through the same client.
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps(case_bundle(encounter_id="enc-pacs", study_uid=pacs.study_uid)))
+    pacs_cli.json("ingest", "cases", str(bundle))
     cases = {c["id"]: c for c in pacs_cli.json("cases")}
     assert len(cases["pacs-1"]["image_ids"]) == pacs.instances == len(cases["pacs-2"]["image_ids"])
+    from_bundle = [c for case_id, c in cases.items() if case_id.startswith("fhir-")]
+    assert [len(c["image_ids"]) for c in from_bundle] == [pacs.instances]
     shown = pacs_cli.json("images", "show", str(cases["pacs-1"]["image_ids"][0]))
     assert shown["format"] == "dicom" and shown["deidentified"]
 
@@ -89,8 +96,9 @@ def test_find_ingest_and_recommend_by_study_uid_keep_no_identifier(pacs_cli: Cli
     pacs_cli("audit", "replay", answer["id"])
 
     stored = _everything_stored_as_text(load_settings().data_dir)
-    leaked = [identifier for identifier in (*IDENTIFIERS, pacs.study_uid) if identifier in stored]
-    assert not leaked, f"identifiers from the PACS were stored: {leaked}"
+    bundle_identifiers = (PATIENT_MRN, "Quintessa", "Harbour Lane", "1970-05-10")
+    leaked = [i for i in (*IDENTIFIERS, pacs.study_uid, *bundle_identifiers) if i in stored]
+    assert not leaked, f"identifiers from the PACS or the Bundle were stored: {leaked}"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from kbservice.api import metrics, schemas
+from kbservice.api.fhir import FHIR_MEDIA_TYPE
 from kbservice.api.idempotency import body_sha256, run_idempotent
 from kbservice.api.multipart import (
     IMAGE_PART,
@@ -50,6 +51,13 @@ _CASE_BODY = {
         "required": True,
         "content": {
             "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/CaseIn"}}},
+            "application/fhir+json": {
+                "schema": {
+                    "type": "object",
+                    "description": "A FHIR R4 or R5 Bundle (collection, transaction or searchset): one case per "
+                    "Encounter, as `kbservice ingest cases bundle.json` reads it.",
+                }
+            },
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -57,8 +65,8 @@ _CASE_BODY = {
                         "cases": {
                             "type": "string",
                             "format": "binary",
-                            "description": "The cases: a .jsonl or .csv file, or a JSON list (as a field or a "
-                            ".json file). Required (`file` is accepted as its older name).",
+                            "description": "The cases: a .jsonl or .csv file, a FHIR Bundle (.json), or a JSON "
+                            "list (as a field or a .json file). Required (`file` is accepted as its older name).",
                         },
                         "images": {
                             "type": "array",
@@ -142,7 +150,9 @@ async def _read_multipart_cases(request: Request, folder: Path) -> _CasesUpload:
             if suffix not in _CASE_FILE_SUFFIXES:
                 raise invalid(f"the `{named}` file must be .jsonl, .csv or .json (a JSON list)", part=named)
             data = await upload.read()
-            if suffix == ".json":
+            if suffix == ".json" and data.lstrip().startswith(b"{"):  # a FHIR Bundle, not a JSON list
+                name = "bundle.json"
+            elif suffix == ".json":
                 name, data = "cases.jsonl", _json_list_as_jsonl(data)
             else:
                 name = safe_upload_name(upload.filename, suffix)
@@ -155,10 +165,15 @@ async def _read_cases(request: Request, folder: Path) -> _CasesUpload:
     content_type = request.headers.get("content-type", "")
     if is_multipart(request):
         return await _read_multipart_cases(request, folder)
+    if content_type.split(";")[0].strip() == FHIR_MEDIA_TYPE:  # a FHIR Bundle, read as a .json case file
+        return _CasesUpload("bundle.json", await request.body(), None, ImageParts())
     if content_type.split(";")[0].strip() in ("application/json", ""):
         return _CasesUpload("cases.jsonl", _json_list_as_jsonl(await request.body()), None, ImageParts())
     raise Problem(
-        415, "unsupported-media-type", "Unsupported media type", "send application/json or multipart/form-data"
+        415,
+        "unsupported-media-type",
+        "Unsupported media type",
+        "send application/json, application/fhir+json (a FHIR Bundle) or multipart/form-data",
     )
 
 
