@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def _generated_study(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def _stow(url: str, paths: list[Path]) -> None:
+def stow(url: str, paths: list[Path]) -> None:
     """Stores the files through STOW-RS (the DICOMweb upload), as a modality or a router would."""
     import pydicom
     from dicomweb_client.api import DICOMwebClient
@@ -73,13 +74,11 @@ def _stow(url: str, paths: list[Path]) -> None:
     client.store_instances([pydicom.dcmread(path) for path in paths])
 
 
-@pytest.fixture(scope="session")
-def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
-    if ORTHANC is None or not DICOMWEB_PLUGIN.exists():
-        if os.environ.get("CI"):
-            pytest.fail("Orthanc and its DICOMweb plugin are required in CI (.ci/run installs them)")
-        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
-    folder = tmp_path_factory.mktemp("orthanc")
+@contextmanager
+def orthanc_running(folder: Path) -> Iterator[str]:
+    """An Orthanc with the DICOMweb plugin on free ports, its configuration and storage in `folder`
+    (basic auth USER / PASSWORD); yields the DICOMweb root, stops it afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
     http_port = _free_port()
     config = {
         "Name": "kbservice-test",
@@ -96,7 +95,7 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = (folder / "orthanc.log").open("w")
-    process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + 60
@@ -109,11 +108,28 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Orthanc did not start: {(folder / 'orthanc.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        url = f"{base}/dicom-web"
+        yield f"{base}/dicom-web"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
+    if ORTHANC is None or not DICOMWEB_PLUGIN.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Orthanc and its DICOMweb plugin are required in CI (.ci/run installs them)")
+        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
+    folder = tmp_path_factory.mktemp("orthanc")
+    with orthanc_running(folder) as url:
         generated = _generated_study(folder / "generated", 3)
         samples = [SHARED_DATA / "dicom_samples" / name for name in ("CT_small.dcm", "MR_small.dcm")]
         samples = [path for path in samples if path.exists()]
-        _stow(url, generated + samples)
+        stow(url, generated + samples)
         import pydicom
 
         yield Pacs(
@@ -123,10 +139,3 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
             instances=len(generated),
             sample_study_uids=tuple(str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in samples),
         )
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
