@@ -81,7 +81,8 @@ def test_auditor_walks_versions_adapters_and_provenance(
     page.click("text=Adapters")
     page.click(f"#adapters a:text-is('{audited['adapter']}')")
     chart = page.locator("#metrics-chart svg")
-    assert chart.is_visible() and chart.locator("rect").count() >= 2
+    chart.wait_for(state="visible")
+    assert chart.locator("rect").count() >= 2
     shot(page, "adapter", database)
 
     # A recommendation's provenance and one cited passage in its document.
@@ -94,7 +95,7 @@ def test_auditor_walks_versions_adapters_and_provenance(
     chunk = link.get_attribute("href").split("#chunk-")[1]
     link.click()
     cited = page.locator(f"#chunk-{chunk}")
-    assert cited.is_visible()
+    cited.wait_for(state="visible")  # the click starts a navigation; is_visible() alone does not wait for it
     assert cited.evaluate("element => element.matches(':target')")
     shot(page, "cited-passage", database)
     page.close()
