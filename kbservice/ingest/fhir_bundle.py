@@ -194,9 +194,9 @@ def _add(case: dict[str, Any], resource: dict[str, Any]) -> None:
 
 
 def _row(key: str, case: dict[str, Any], entries: _Entries, *, today: date) -> dict[str, Any]:
-    encounter = entries.by_reference.get(key) if key.startswith("Encounter") or "Encounter" in key else None
-    patient_ref = _reference(encounter, "subject") if encounter else key
-    patient = entries.by_reference.get(patient_ref or "") or {}
+    target = entries.by_reference.get(key) or {}  # the reference may be `Encounter/id` or a fullUrl
+    encounter = target if target.get("resourceType") == "Encounter" else None
+    patient = entries.by_reference.get(_reference(encounter, "subject") or "") or {} if encounter else target
     if not case["dx"]:
         raise ValueError(
             "no confirmed diagnosis: a case needs a Condition with verificationStatus confirmed and clinicalStatus "

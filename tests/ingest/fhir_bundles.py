@@ -20,7 +20,12 @@ def _status(system: str, code: str) -> dict[str, Any]:
 
 
 def case_bundle(
-    *, version: str = "R5", kind: str = "collection", encounter_id: str = "enc-1", study_uid: str | None = None
+    *,
+    version: str = "R5",
+    kind: str = "collection",
+    encounter_id: str = "enc-1",
+    study_uid: str | None = None,
+    full_url_references: bool = False,
 ) -> dict[str, Any]:
     """One patient, one encounter: a confirmed pneumonia, a provisional differential (not a label), a
     problem-list asthma and smoking (history), vital signs and a report (findings), amoxicillin and a
@@ -143,4 +148,11 @@ def case_bundle(
         if kind == "transaction":
             entry["request"] = {"method": "POST", "url": resource["resourceType"]}
         entries.append(entry)
+    if full_url_references:  # as transaction Bundles usually reference: by fullUrl, not Type/id
+        urls = {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["fullUrl"] for e in entries}
+        for entry in entries:
+            for field in ("subject", "encounter"):
+                target = entry["resource"].get(field)
+                if target:  # a new dict: the resources above share their reference dicts
+                    entry["resource"][field] = {"reference": urls[target["reference"]]}
     return {"resourceType": "Bundle", "type": kind, "entry": entries}

@@ -21,6 +21,15 @@ def _write(tmp_path: Path, bundle: dict, name: str = "bundle.json") -> Path:
     return path
 
 
+def test_references_by_full_url_find_the_encounter_and_its_patient() -> None:
+    from kbservice.ingest.fhir_bundle import bundle_rows
+
+    rows = bundle_rows(case_bundle(version="R4", kind="transaction", full_url_references=True), where="b.json")
+    assert [(row["sex"], row["age"], row["diagnosis"]) for _, row in rows] == [
+        ("F", 53, ["Community-acquired pneumonia"])
+    ]
+
+
 @pytest.mark.parametrize(("version", "kind"), [("R5", "collection"), ("R4", "transaction"), ("R5", "searchset")])
 def test_a_bundle_becomes_one_version_of_de_identified_cases(run: Cli, tmp_path: Path, version: str, kind: str) -> None:
     second = case_bundle(version=version, kind=kind, encounter_id="enc-2")
