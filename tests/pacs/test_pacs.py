@@ -12,7 +12,6 @@ from sqlalchemy import MetaData, create_engine, select
 
 from kbservice.config import load_settings
 from tests.cli.conftest import _environment
-from tests.cli.conftest import run as run  # a fixture, used by name
 from tests.cli.runner import Cli
 from tests.ingest.fhir_bundles import PATIENT_MRN, case_bundle
 from tests.pacs.conftest import ACCESSION, PASSWORD, PATIENT_ID, STUDY_DATE, USER, Pacs
@@ -34,6 +33,15 @@ def pacs_cli(  # type: ignore[no-untyped-def]
         KB_PACS__USERNAME=USER,
         KB_PACS__PASSWORD=PASSWORD,
     )
+    runner = Cli(capsys)
+    runner("init")
+    return runner
+
+
+@pytest.fixture
+def sqlite_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> Cli:  # type: ignore[no-untyped-def]
+    """The CLI on a fresh SQLite data directory: the client's failures do not depend on the database."""
+    _environment(monkeypatch, tmp_path, KB_DATABASE_URL=f"sqlite:///{tmp_path / 'kb.sqlite3'}")
     runner = Cli(capsys)
     runner("init")
     return runner
@@ -106,10 +114,9 @@ def test_find_ingest_and_recommend_by_study_uid_keep_no_identifier(pacs_cli: Cli
     ["unknown study", "too many instances", "too many bytes", "down", "error", "hang", "not-dicom", "not configured"],
 )
 def test_a_pacs_that_fails_gives_a_clear_error_and_stores_nothing(
-    run: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest, mode: str
+    sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest, mode: str
 ) -> None:
-    if "postgresql" in request.node.callspec.id:
-        pytest.skip("the client's failures do not depend on the database")
+    run = sqlite_cli
     monkeypatch.setenv("KB_PACS__TIMEOUT_S", "0.5")
     monkeypatch.setenv("KB_PACS__RETRIES", "1")
     monkeypatch.setenv("KB_PACS__BACKOFF_S", "0")
