@@ -148,7 +148,9 @@ async def _read_multipart_cases(request: Request, folder: Path) -> _CasesUpload:
         else:
             suffix = Path(upload.filename or "").suffix.lower()
             if suffix not in _CASE_FILE_SUFFIXES:
-                raise invalid(f"the `{named}` file must be .jsonl, .csv or .json (a JSON list)", part=named)
+                raise invalid(
+                    f"the `{named}` file must be .jsonl, .csv or .json (a JSON list or a FHIR Bundle)", part=named
+                )
             data = await upload.read()
             if suffix == ".json" and data.lstrip().startswith(b"{"):  # a FHIR Bundle, not a JSON list
                 name = "bundle.json"
@@ -161,7 +163,8 @@ async def _read_multipart_cases(request: Request, folder: Path) -> _CasesUpload:
 
 
 async def _read_cases(request: Request, folder: Path) -> _CasesUpload:
-    """The case file (a JSON list becomes cases.jsonl) and any uploaded images, written into `folder`."""
+    """The case file (a JSON list becomes cases.jsonl, a FHIR Bundle bundle.json) and any uploaded images,
+    written into `folder`."""
     content_type = request.headers.get("content-type", "")
     if is_multipart(request):
         return await _read_multipart_cases(request, folder)
