@@ -46,9 +46,6 @@ class ImageParts:
     sha256: str = hashlib.sha256(b"").hexdigest()
     total_bytes: int = 0
 
-    def paths(self) -> list[Path]:
-        return list(self.files.values())
-
 
 @asynccontextmanager
 async def multipart_form(request: Request, *, allowed: set[str]) -> AsyncIterator[FormData]:

@@ -62,13 +62,18 @@ def _redirect(url: str) -> Response:
     return with_page_headers(RedirectResponse(url, status_code=303))
 
 
+def _allows(principal: Principal, *permissions: str) -> bool:
+    """Whether the key's role has one of the permissions (pages and the images on them ask alike)."""
+    return any(keys.allows(principal.role, p) for p in permissions)
+
+
 def _page(request: Request, template: str, permission: str, *more: str, **context: Any) -> Response:
     """Renders `template` for a signed-in key whose role has one of the permissions; else the sign-in page
     (no key) or 403 (a key without the role)."""
     principal = _signed_in(request)
     if principal is None:
         return _render(request, "login.html", {"title": "Sign in", "principal": None}, status_code=401)
-    if not any(keys.allows(principal.role, p) for p in (permission, *more)):
+    if not _allows(principal, permission, *more):
         raise Problem(403, "forbidden", "Forbidden", f"role {principal.role!r} may not view this page")
     data = context.pop("load")() if "load" in context else {}
     return _render(request, template, {"principal": principal, **context, **data})
@@ -147,7 +152,7 @@ def _png(request: Request, *permissions: str, render: Callable[[], bytes]) -> Re
     principal = _signed_in(request)
     if principal is None:
         raise Problem(401, "unauthenticated", "Missing or invalid API key", "sign in on the web page first")
-    if not any(keys.allows(principal.role, p) for p in permissions):
+    if not _allows(principal, *permissions):
         raise Problem(403, "forbidden", "Forbidden", f"role {principal.role!r} may not view this image")
     response = Response(render(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
     return with_page_headers(response)

@@ -68,9 +68,12 @@ def _batches(files: list[tuple[str, Path]], size: int, prefix: str) -> list[list
     return [rows[start : start + size] for start in range(0, len(rows), size)]
 
 
-def _settings(data_dir: Path, vit: Path | None = None) -> Settings:
-    imaging = ImagingSettings(encoder="huggingface", hf_model_path=vit) if vit else ImagingSettings()
-    return Settings(data_dir=data_dir, api=ApiSettings(async_ingest_bytes=10**10), imaging=imaging)
+def _ready(data_dir: Path, vit: Path) -> Settings:
+    """An initialised data directory whose image encoder is the tiny vision model; ingest stays synchronous."""
+    imaging = ImagingSettings(encoder="huggingface", hf_model_path=vit)
+    settings = Settings(data_dir=data_dir, api=ApiSettings(async_ingest_bytes=10**10), imaging=imaging)
+    initialise(settings)
+    return settings
 
 
 def _tiny_vit(folder: Path) -> Path:
@@ -84,14 +87,13 @@ def _tiny_vit(folder: Path) -> Path:
     return folder
 
 
-def bench_ingest(work: Path, sets: dict[str, list[tuple[str, Path]]], batch: int, vit: Path) -> dict:
-    http_services = build_services(_ready(work / "http-data", vit))
+def bench_ingest(
+    work: Path, sets: dict[str, list[tuple[str, Path]]], batch: int, *, url: str, key: str, vit: Path
+) -> dict:
+    """Each set through the live server at `url` and through `ingest_cases` into a second data directory."""
     cli_services = build_services(_ready(work / "cli-data", vit))
-    seed(http_services)
     seed(cli_services)
-    key = create_key(http_services, name="bench", role="admin", actor="bench")[1]
-    server, thread, url = start_server(http_services)
-    results: dict = {"server": http_services, "url": url, "key": key, "thread": (server, thread)}
+    results: dict = {}
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=600) as client:
         for name, files in sets.items():
             by_name = {path.name: path for _, path in files}
@@ -117,12 +119,6 @@ def bench_ingest(work: Path, sets: dict[str, list[tuple[str, Path]]], batch: int
             }
     cli_services.close()
     return results
-
-
-def _ready(data_dir: Path, vit: Path) -> Settings:
-    settings = _settings(data_dir, vit)
-    initialise(settings)
-    return settings
 
 
 def bench_pacs(work: Path, instances: int) -> dict:
@@ -217,9 +213,11 @@ def main() -> None:
     pacs = bench_pacs(args.work, args.instances)  # first: the process's peak RSS is then the study's
     vit = _tiny_vit(args.work / "tiny-vit")
     sets = _image_sets(args.work, args.pneumonia)
-    ingest = bench_ingest(args.work, sets, args.batch, vit)
-    server, thread = ingest.pop("thread")
-    services, url, key = ingest.pop("server"), ingest.pop("url"), ingest.pop("key")
+    services = build_services(_ready(args.work / "http-data", vit))
+    seed(services)
+    key = create_key(services, name="bench", role="admin", actor="bench")[1]
+    server, thread, url = start_server(services)
+    ingest = bench_ingest(args.work, sets, args.batch, url=url, key=key, vit=vit)
     image = sets["covid_chestxray"][0][1].read_bytes()
     asyncio.run(_closed_loop(url, key, 1, 3.0, image))  # warm-up: loads the language model
     recommend = [
