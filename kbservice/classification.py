@@ -65,7 +65,8 @@ def classification_metrics(decisions: Sequence[Decision]) -> dict[str, Any]:
 
 def probability_metrics(truth: Sequence[int], probabilities: np.ndarray) -> dict[str, Any]:
     """Metrics of class-probability rows (one per case) against class indices: cases, accuracy, macro-F1,
-    recall per class index present in `truth`, and, with two classes, ROC AUC of class 1."""
+    recall per class index present in `truth`, and, with two classes, ROC AUC of class 1 (None when `truth`
+    holds one class only)."""
     y = [int(label) for label in truth]
     if not y:
         return {"cases": 0, "accuracy": 0.0, "macro_f1": 0.0, "recall": {}}
@@ -82,7 +83,8 @@ def probability_metrics(truth: Sequence[int], probabilities: np.ndarray) -> dict
         "recall": {int(label): recall for label, recall in shared["per_class_recall"].items()},
     }
     if probabilities.shape[1] == 2:
-        metrics["auc"] = round(roc_auc(y, probabilities[:, 1]), 4)
+        auc = roc_auc(y, probabilities[:, 1])
+        metrics["auc"] = round(auc, 4) if np.isfinite(auc) else None  # None: one class only (JSON has no NaN)
     return metrics
 
 

@@ -49,12 +49,16 @@ def _print_run(report: dict[str, Any]) -> None:
     encoder = report.get("encoder") or {}
     if encoder.get("status") in ("promoted", "rejected"):
         m = encoder["metrics"]["candidate"] or {}
-        auc = f"  AUC {m['auc']:.4f}" if "auc" in m else ""
+        auc = f"  AUC {m['auc']:.4f}" if m.get("auc") is not None else ""
         out.print(
             f"  encoder {encoder['version']}: {encoder['status']} · image-case accuracy {m.get('accuracy', 0):.4f}  "
             f"macro-F1 {m.get('macro_f1', 0):.4f}{auc} ({m.get('cases', 0)} cases; trained "
             f"{encoder['training']['epochs_run']} epochs in {encoder['training']['seconds']:.0f}s)"
         )
+        for line in encoder["gate"]["reasons"]:
+            out.print(f"    rejected: {line}")
+        for line in encoder["gate"].get("not_judged", []):
+            out.print(f"    not judged: {line}")
     elif encoder:
         out.print(f"  encoder: {encoder['reason']}")
     classifier = report.get("classifier") or {}

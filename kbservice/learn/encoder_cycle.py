@@ -4,9 +4,10 @@ The encoder is retrained from scratch on every labelled image case seen so far e
 frozen ones (a compact CNN trains in minutes, and joint training forgets nothing). Candidate and champion
 are judged on the same held-out + frozen image cases by their own image-only diagnosis (the mean of a
 case's image probabilities); the candidate is promoted only if neither macro-F1 nor accuracy falls by
-more than the configured margins (the first encoder must beat, in macro-F1, always answering the commonest
-class: accuracy would reward ignoring rare classes). A promoted encoder's image index is built before the
-stage returns.
+more than the configured margins (the first encoder must beat, in macro-F1, always answering the training
+cases' commonest class: accuracy would reward ignoring rare classes). A metric that is degenerate on the
+held-out cases (one diagnosis among them) is reported as not judged instead of deciding. A promoted
+encoder's image index is built before the stage returns.
 """
 
 from __future__ import annotations
@@ -168,9 +169,10 @@ def run_encoder_stage(
         champion_encoder = services.encoders.load(champion) if champion else None
         candidate_metrics = judge(candidate, gate_cases, image_ids, pixels, labels)
         champion_metrics = judge(champion_encoder, gate_cases, image_ids, pixels, labels)
-        reasons = gate_reasons(candidate_metrics, champion_metrics, gate_cases, labels, settings)
-        report["metrics"] = {"candidate": candidate_metrics, "champion": champion_metrics}
-        report["gate"] = {"passed": not reasons, "reasons": reasons, "cases": len(gate_cases)}
+        baseline = baseline_metrics(train, gate_cases, labels) if gate_cases else None
+        reasons, not_judged = gate_verdict(candidate_metrics, champion_metrics, baseline, gate_cases, settings)
+        report["metrics"] = {"candidate": candidate_metrics, "champion": champion_metrics, "baseline": baseline}
+        report["gate"] = {"passed": not reasons, "reasons": reasons, "not_judged": not_judged, "cases": len(gate_cases)}
         status = "rejected" if reasons else "promoted"
         blob = candidate.to_bytes(architecture(settings))
         check_lease()
@@ -205,30 +207,60 @@ def run_encoder_stage(
     return report
 
 
-def gate_reasons(
+def baseline_metrics(
+    train: Sequence[CaseRecord], gate_cases: Sequence[CaseRecord], labels: list[str]
+) -> dict[str, Any]:
+    """Always answering the commonest diagnosis of the training cases (the whole problem's, not the
+    slice's: a slice's own commonest class is chosen after seeing the answers), scored on the gate cases
+    by the same metrics as the encoders."""
+    counts = np.bincount([labels.index(c.diagnosis[0]) for c in train], minlength=len(labels))
+    answer = int(counts.argmax())
+    rows = np.zeros((len(gate_cases), len(labels)))
+    rows[:, answer] = 1.0
+    metrics = probability_metrics([labels.index(c.diagnosis[0]) for c in gate_cases], rows)
+    return {"answers": labels[answer], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+
+def gate_verdict(
     candidate: dict[str, Any] | None,
     champion: dict[str, Any] | None,
+    baseline: dict[str, Any] | None,
     gate_cases: Sequence[CaseRecord],
-    labels: list[str],
     settings: Any,
-) -> list[str]:
-    """Why the candidate encoder must not be promoted (empty: it may)."""
+) -> tuple[list[str], list[str]]:
+    """(why the candidate encoder must not be promoted, empty: it may; the checks that could not be made
+    and why). A check whose metric is undefined or degenerate on the gate cases is not made: with one
+    diagnosis among them, answering that diagnosis always is perfect, so macro-F1 and accuracy say
+    nothing about telling diagnoses apart, and AUC is undefined."""
     if candidate is None or not gate_cases:
-        return ["no held-out image cases to judge the candidate on"]
+        return ["no held-out image cases to judge the candidate on"], []
+    present = sorted({c.diagnosis[0] for c in gate_cases}, key=str.casefold)
+    not_judged = []
+    if candidate.get("auc", 0.0) is None:
+        not_judged.append("AUC is undefined on held-out cases of one diagnosis; it is not used")
+    if len(present) < 2:
+        what = (
+            "the first encoder against always answering the commonest diagnosis"
+            if champion is None
+            else ("the candidate against the champion")
+        )
+        not_judged.append(
+            f"macro-F1 and accuracy: the {len(gate_cases)} held-out image case(s) all have the diagnosis "
+            f"{present[0]!r}, so answering it always scores perfectly there; {what} is not judged on them "
+            "(ingest image cases of another diagnosis to judge it)"
+        )
+        return [], not_judged
     if champion is None:  # the first encoder must at least beat always answering the commonest class
-        counts = np.bincount([labels.index(c.diagnosis[0]) for c in gate_cases], minlength=len(labels))
-        share = counts.max() / len(gate_cases)
-        # Always answering it scores F1 2p/(1+p) on that class and 0 on every other class present.
-        floor = 2 * share / (1 + share) / int((counts > 0).sum())
-        if candidate["macro_f1"] <= floor:
+        assert baseline is not None
+        if candidate["macro_f1"] <= baseline["macro_f1"]:
             return [
-                f"macro-F1 {candidate['macro_f1']:.4f} is no better than always answering the commonest class "
-                f"({floor:.4f})"
-            ]
-        return []
+                f"macro-F1 {candidate['macro_f1']:.4f} is no better than always answering the commonest "
+                f"class, {baseline['answers']!r} ({baseline['macro_f1']:.4f})"
+            ], not_judged
+        return [], not_judged
     reasons = []
     if candidate["macro_f1"] < champion["macro_f1"] - settings.encoder_f1_margin:
         reasons.append(f"image macro-F1 fell from {champion['macro_f1']:.4f} to {candidate['macro_f1']:.4f}")
     if candidate["accuracy"] < champion["accuracy"] - settings.encoder_accuracy_margin:
         reasons.append(f"image accuracy fell from {champion['accuracy']:.4f} to {candidate['accuracy']:.4f}")
-    return reasons
+    return reasons, not_judged

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kbservice.errors import ConflictError
-from kbservice.learn.encoder_cycle import gate_reasons
+from kbservice.learn.encoder_cycle import gate_verdict
+from kbservice.learn.split import split_new_cases
 from kbservice.learn.update import run_update_cycle
+from kbservice.recommend.answer import recommend
+from kbservice.recommend.request import RecommendationRequest
 from kbservice.services import Services
-from kbservice.types import RequestImage
+from kbservice.types import CaseRecord, RequestImage
 from tests.helpers import WIDE_IMAGE_GATE, cases_jsonl, ingest_case_file
 from tests.imaging.cases import LABELS, ingest_image_cases
-from tests.imaging.images import two_class_images, write_png
+from tests.imaging.images import two_class_images, write_dicom, write_png
 
 
 def test_encoder_is_trained_judged_promoted_and_indexed(imaging_services: Services, tmp_path: Path) -> None:
@@ -96,10 +100,77 @@ def test_the_gate_compares_with_the_champion_within_margins() -> None:
         encoder_f1_margin = 0.02
         encoder_accuracy_margin = 0.02
 
+    cases = [_case(n, LABELS[n % 2]) for n in range(4)]
     champion = {"accuracy": 0.9, "macro_f1": 0.9}
-    assert gate_reasons({"accuracy": 0.89, "macro_f1": 0.885}, champion, [object()], [], Margins()) == []
-    reasons = gate_reasons({"accuracy": 0.85, "macro_f1": 0.85}, champion, [object()], [], Margins())
+    assert gate_verdict({"accuracy": 0.89, "macro_f1": 0.885}, champion, None, cases, Margins()) == ([], [])
+    reasons, _ = gate_verdict({"accuracy": 0.85, "macro_f1": 0.85}, champion, None, cases, Margins())
     assert len(reasons) == 2 and "macro-F1 fell" in reasons[0] and "accuracy fell" in reasons[1]
+    # One diagnosis among the held-out cases: the same fall is not judged, and the report says why.
+    one_class = [_case(n, LABELS[0]) for n in range(4)]
+    reasons, not_judged = gate_verdict({"accuracy": 0.5, "macro_f1": 0.5}, champion, None, one_class, Margins())
+    assert reasons == [] and "all have the diagnosis 'Upper opacity'" in not_judged[0]
+
+
+def test_held_out_cases_of_one_diagnosis_do_not_reject_the_first_encoder(
+    imaging_services: Services, tmp_path: Path
+) -> None:
+    # The defect report: 60 image cases of one diagnosis (the first 60 PneumoniaMNIST training images are
+    # all pneumonia) and one DICOM case of the other. The held-out slice was 12 cases of one class, where
+    # "always answering the commonest class" scores macro-F1 1.0, so every first encoder was rejected
+    # ("no better than ... (1.0000)"), its AUC was NaN in the JSON, and image-only requests were refused.
+    services = imaging_services
+    images, labels = two_class_images(120, seed=3)
+    upper = [image for image, label in zip(images, labels, strict=True) if label == 0][:60]
+    records = []
+    for n, image in enumerate(upper):
+        write_png(tmp_path / f"u{n}.png", image)
+        records.append({"id": f"u{n}", "findings": "chest radiograph", "diagnosis": LABELS[0], "images": [f"u{n}.png"]})
+    lower = next(image for image, label in zip(images, labels, strict=True) if label == 1)
+    write_dicom(tmp_path / "lower.dcm", lower.astype(np.uint16))
+    records.append({"id": "d1", "findings": "chest radiograph", "diagnosis": LABELS[1], "images": ["lower.dcm"]})
+    ingest_case_file(services, cases_jsonl(tmp_path, "cases.jsonl", *records))
+
+    stage = run_update_cycle(services, triggered_by="test", stages=("encoder",)).encoder
+    assert stage["gate"]["cases"] == 12 and stage["gate"]["reasons"] == []
+    assert stage["status"] == "promoted" and services.encoder_store.alias("champion") == "e1"
+    assert any("all have the diagnosis 'Upper opacity'" in line for line in stage["gate"]["not_judged"])
+    assert stage["metrics"]["candidate"]["auc"] is None  # undefined on one class, and JSON has no NaN
+    assert any(line.startswith("AUC is undefined") for line in stage["gate"]["not_judged"])
+    json.dumps(stage, allow_nan=False)
+    assert stage["metrics"]["baseline"]["answers"] == LABELS[0]
+    image = RequestImage.of(upper[0])
+    answer = recommend(services, RecommendationRequest(findings="", images=(image,)), actor="test").to_json()
+    assert answer["images"]["used"] and answer["provenance"]["encoder_version"] == "e1"
+
+
+def test_every_diagnosis_with_two_or_more_new_cases_is_held_out() -> None:
+    cases = [_case(n, "common") for n in range(40)] + [_case(100 + n, "rare") for n in range(2)]
+    cases.append(_case(200, "single"))
+    train, held = split_new_cases(cases, fraction=0.2, seed=0)
+    assert sorted(c.diagnosis[0] for c in held).count("common") == 8
+    assert {c.diagnosis[0] for c in held} == {"common", "rare"}  # one of two rare cases; the single one trains
+    assert [c.case_id for c in train if c.diagnosis[0] != "common"] == sorted(
+        {100, 101, 200} - {c.case_id for c in held}
+    )
+
+
+def _case(case_id: int, diagnosis: str) -> CaseRecord:
+    return CaseRecord(
+        case_id=case_id,
+        id=f"c{case_id}",
+        findings="",
+        history=None,
+        age=None,
+        sex=None,
+        diagnosis=[diagnosis],
+        treatment=None,
+        images=[],
+        labeled_by=None,
+        version_added=1,
+        document_id=case_id,
+        chunk_id=case_id,
+        content_hash="",
+    )
 
 
 def test_request_images_round_trip_for_replay() -> None:
