@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,28 @@ def test_hybrid_hits_carry_both_ranks_and_document_fields(demo_services: Service
     with doc_text.engine.connect() as conn:
         stored = conn.execute(select(documents.c.text).where(documents.c.id == hits[0].document_id)).scalar_one()
     assert stored[hits[0].char_start : hits[0].char_end] == hits[0].text
+
+
+def test_hybrid_fuses_the_dense_and_lexical_rankings_under_concurrent_searches(demo_services: Services) -> None:
+    # The lexical ranking runs on a pool thread beside the query embedding: sixteen threads searching at once
+    # (as HTTP workers do) must each get exactly what one search alone gets, the RRF of its two rankings.
+    retriever = demo_services.retriever
+    queries = [
+        "apixaban anticoagulation pulmonary embolism",
+        "nitrofurantoin for cystitis in pregnancy",
+        "community acquired pneumonia amoxicillin",
+        "sepsis fluids lactate",
+    ]
+    alone = {}
+    for query in queries:
+        dense = [h.chunk_id for h in retriever.search(query, k=retriever.settings.candidates, mode="dense").hits]
+        lexical = [h.chunk_id for h in retriever.search(query, k=retriever.settings.candidates, mode="lexical").hits]
+        fused = reciprocal_rank_fusion([dense, lexical], rrf_k=retriever.settings.rrf_k)
+        alone[query] = [h.chunk_id for h in retriever.search(query, k=5).hits]
+        assert alone[query] == [item for item, _, _ in fused][:5]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda q: (q, [h.chunk_id for h in retriever.search(q, k=5).hits]), queries * 8))
+    assert all(found == alone[query] for query, found in answers)
 
 
 def test_as_of_returns_exactly_what_was_valid(services: Services, tmp_path: Path) -> None:
