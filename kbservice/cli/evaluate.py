@@ -73,18 +73,59 @@ def eval_deid(
 def eval_image_fusion(
     data: Annotated[Path, typer.Option("--data", help="The covid_chestxray folder (metadata CSV + images256/).")],
     test_fraction: Annotated[float, typer.Option("--test-fraction", min=0.1, max=0.5)] = 0.3,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="The (first) split's seed.")] = 0,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="Repeat over this many patient-level splits (seed, seed+1, ...) and report mean, spread and "
+            "paired differences with bootstrap 95% intervals. 1: one split, reported in full.",
+        ),
+    ] = 1,
+    text: Annotated[
+        str,
+        typer.Option(
+            "--text",
+            help="notes: the clinical note plus measurements; vitals: temperature, pO2, leukocytes, "
+            "lymphocytes, view, age and sex only (triage before a report exists).",
+        ),
+    ] = "notes",
     features_out: Annotated[
-        Path | None, typer.Option("--features-out", help="Also write every case's features (pickle), for analysis.")
+        Path | None,
+        typer.Option(
+            "--features-out",
+            help="Also write every case's features (pickle), for analysis; with --seeds, a folder of one file per "
+            "split.",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Text alone, image alone and text + image on COVID-19 chest X-rays with clinical notes (three classes,
-    patient-level split): the update cycle trains the encoder and the adapter with its image projector on
-    the training patients; each condition's fusion is fitted on the cycle's held-out cases; macro-F1 and
-    accuracy on the test patients, and `recommend` latency with an image."""
-    from kbservice.evaluation.image_fusion import fusion_benchmark
+    """Text alone, image alone and text + image on COVID-19 chest X-rays (three classes, patient-level
+    split): the update cycle trains the encoder and the adapter with its image projector on the training
+    patients; each condition's fusion is fitted on the cycle's held-out cases; macro-F1 and accuracy on the
+    test patients, and `recommend` latency with an image."""
+    from kbservice.evaluation.image_fusion import TEXT_SETTINGS, fusion_benchmark
 
+    if text not in TEXT_SETTINGS:
+        raise typer.BadParameter(f"choose one of {', '.join(TEXT_SETTINGS)}", param_hint="--text")
+    if seeds > 1:
+        if features_out is not None:
+            features_out.mkdir(parents=True, exist_ok=True)
+        from kbservice.evaluation.image_fusion_splits import repeated_fusion_benchmark
+
+        summary = repeated_fusion_benchmark(
+            state.settings,
+            data,
+            seeds=seeds,
+            first_seed=seed,
+            text=text,
+            test_fraction=test_fraction,
+            progress=progress(),
+            features_dir=features_out,
+        )
+        _print_repeated_fusion(summary, as_json=as_json)
+        return
     with (
         temporary_services(state.settings) as (services, _),
         tempfile.TemporaryDirectory(prefix="kbservice-fusion-") as work,
@@ -95,6 +136,7 @@ def eval_image_fusion(
             Path(work),
             test_fraction=test_fraction,
             seed=seed,
+            text=text,
             progress=progress(),
             features_out=features_out,
         )
@@ -105,7 +147,35 @@ def eval_image_fusion(
     for condition, metrics in result["conditions"].items():
         table.add_row(condition, f"{metrics['accuracy']:.4f}", f"{metrics['macro_f1']:.4f}", f"{metrics['ece']:.4f}")
     out.print(table)
-    print_measures({k: v for k, v in result.items() if k != "conditions"})
+    print_measures({k: v for k, v in result.items() if k not in ("conditions", "test_answers")})
+
+
+def _print_repeated_fusion(summary: dict, *, as_json: bool) -> None:
+    if as_json or "error" in summary:
+        print_json(summary)
+        if "error" in summary:
+            raise typer.Exit(1)
+        return
+    table = Table("condition", "accuracy", "macro-F1", title=f"{len(summary['seeds'])} splits, text: {summary['text']}")
+    for condition, row in summary["conditions"].items():
+        table.add_row(
+            condition,
+            f"{row['accuracy_mean']:.4f} ± {row['accuracy_sd']:.4f}",
+            f"{row['macro_f1_mean']:.4f} ± {row['macro_f1_sd']:.4f}",
+        )
+    out.print(table)
+    paired = Table("text+image minus", "accuracy [95% CI]", "macro-F1 [95% CI]", title="paired, bootstrap")
+    for single, metrics in summary["fused_minus"].items():
+        paired.add_row(
+            single,
+            *(
+                f"{m['difference']:+.4f} [{m['ci95_low']:+.4f}, {m['ci95_high']:+.4f}]"
+                for m in (metrics["accuracy"], metrics["macro_f1"])
+            ),
+        )
+    out.print(paired)
+    for condition, recalls in summary["per_class_recall"].items():
+        out.print(f"recall, {condition}: " + ", ".join(f"{label} {value:.3f}" for label, value in recalls.items()))
 
 
 DATASETS = ("symptom2disease", "ddxplus")

@@ -36,10 +36,16 @@ if TYPE_CHECKING:
 COVID_CLASSES = {"COVID-19": "COVID-19", "COVID-19, ARDS": "COVID-19", "No Finding": "No finding"}
 OTHER_PNEUMONIA = "Other pneumonia"
 CONDITIONS = ("text", "image", "text+image")
+TEXT_SETTINGS = ("notes", "vitals")
+LABELS = ("COVID-19", "No finding", OTHER_PNEUMONIA)
 
 
-def covid_rows(folder: Path) -> list[dict[str, Any]]:
-    """Labelled rows (not "todo") with their class, findings text and image path."""
+def covid_rows(folder: Path, *, text: str = "notes") -> list[dict[str, Any]]:
+    """Labelled rows (not "todo") with their class, findings text and image path. `text`: "notes" (the
+    clinical note plus measurements) or "vitals" (measurements and view only, as at triage before a report
+    exists; age and sex are kept either way)."""
+    if text not in TEXT_SETTINGS:
+        raise ValueError(f"text must be one of {', '.join(TEXT_SETTINGS)}, not {text!r}")
     rows = []
     with (folder / "xray_licensed_metadata.csv").open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -50,7 +56,7 @@ def covid_rows(folder: Path) -> list[dict[str, Any]]:
                     "patient": row["patientid"],
                     "label": COVID_CLASSES.get(row["finding"], OTHER_PNEUMONIA),
                     "finding": row["finding"],
-                    "findings": covid_findings(row),
+                    "findings": covid_findings(row, with_note=text == "notes"),
                     "age": row["age"] if row["age"].strip().isdigit() else None,
                     "sex": row["sex"] if row["sex"] in ("M", "F") else None,
                     "image": folder / "images256" / row["image_png"],
@@ -59,9 +65,10 @@ def covid_rows(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def covid_findings(row: dict[str, str]) -> str:
-    """The clinical note plus the measurements recorded with the image (never the finding itself)."""
-    parts = [row["clinical_notes"].strip() or "No clinical notes."]
+def covid_findings(row: dict[str, str], *, with_note: bool = True) -> str:
+    """The clinical note (unless `with_note` is False) plus the measurements recorded with the image (never
+    the finding itself)."""
+    parts = [row["clinical_notes"].strip() or "No clinical notes."] if with_note else []
     for key, unit in (
         ("temperature", " C"),
         ("pO2_saturation", "%"),
@@ -72,7 +79,7 @@ def covid_findings(row: dict[str, str]) -> str:
             parts.append(f"{key.replace('_', ' ')}: {row[key].strip()}{unit}")
     if row.get("view", "").strip():
         parts.append(f"view: {row['view'].strip()}")
-    return "; ".join(parts)
+    return "; ".join(parts) or "No measurements recorded."
 
 
 def patient_split(rows: list[dict[str, Any]], *, test_fraction: float, seed: int) -> tuple[list, list]:
@@ -108,6 +115,7 @@ def fusion_benchmark(
     *,
     test_fraction: float = 0.3,
     seed: int = 0,
+    text: str = "notes",
     latency_requests: int = 20,
     progress: Progress | None = None,
     features_out: Path | None = None,
@@ -116,7 +124,7 @@ def fusion_benchmark(
     each condition's fusion weights on the cycle's held-out cases, and scores text, image and both on the
     test patients."""
     progress = progress or NoProgress()
-    rows = covid_rows(folder.resolve())  # the case file lives elsewhere: image paths must be absolute
+    rows = covid_rows(folder.resolve(), text=text)  # the case file lives elsewhere: image paths must be absolute
     train, test = patient_split(rows, test_fraction=test_fraction, seed=seed)
     records = [
         {"id": f"x{n}", "findings": r["findings"], "diagnosis": r["label"], "images": [str(r["image"])]}
@@ -139,6 +147,7 @@ def fusion_benchmark(
     stored_images = case_images(services, heldout)
     recommender = services.recommender
     results: dict[str, Any] = {}
+    answers: dict[str, list[str]] = {}  # condition -> each test case's top answer
     saved: dict[str, Any] = {}
     test_pixels = [request_pixels(r["image"], settings=services.settings.imaging) for r in test]
     with progress.task(
@@ -178,12 +187,13 @@ def fusion_benchmark(
             results[condition] = {k: metrics[k] for k in ("accuracy", "macro_f1", "ece", "per_class_recall")} | {
                 "weights": {k: round(v, 3) for k, v in fusion.weights.items()}
             }
+            answers[condition] = [d.top for d in decisions]
     if features_out is not None:  # for offline analysis of the fusion
         import pickle
 
         features_out.write_bytes(pickle.dumps(saved))
     latency = {}
-    for condition in ("image", "text+image"):
+    for condition in ("image", "text+image") if latency_requests else ():
         times = []
         for row, pixels in list(zip(test, test_pixels, strict=True))[:latency_requests]:
             started = time.perf_counter()
@@ -217,6 +227,8 @@ def fusion_benchmark(
             "training": cycle.training,
         },
         "recommend_latency": latency,
+        "test_answers": {"truth": [r["label"] for r in test]} | answers,
         "seed": seed,
+        "text": text,
         "knowledge_version": version,
     }

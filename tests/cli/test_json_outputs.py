@@ -123,6 +123,24 @@ def test_image_fusion_eval(run: Cli, tmp_path: Path) -> None:
     check_json_keys("eval image-fusion", result)
 
 
+def test_image_fusion_eval_over_repeated_splits_with_vitals_only(run: Cli, tmp_path: Path) -> None:
+    (tmp_path / "covid").mkdir()
+    data = str(_covid_like(tmp_path / "covid"))
+    features = tmp_path / "features"
+    result = run.json(
+        "eval", "image-fusion", "--data", data, "--seeds", "2", "--text", "vitals", "--features-out", str(features)
+    )
+    check_json_keys("eval image-fusion --seeds", result)
+    assert result["seeds"] == [0, 1] and result["text"] == "vitals" and len(result["splits"]) == 2
+    assert sorted(p.name for p in features.iterdir()) == ["split-0.pkl", "split-1.pkl"]
+    for single in ("text", "image"):
+        for metric in ("accuracy", "macro_f1"):
+            interval = result["fused_minus"][single][metric]
+            assert interval["ci95_low"] <= interval["difference"] <= interval["ci95_high"]
+    _, error = run("eval", "image-fusion", "--data", data, "--text", "gossip", expect=2)
+    assert "choose one of notes, vitals" in error
+
+
 def test_skipped_update_and_empty_listings(run: Cli) -> None:
     run("init")
     check_json_keys("update run-once skipped empty", run.json("update", "run-once"))

@@ -1,0 +1,106 @@
+"""`eval image-fusion --seeds N`: the text / image / text + image comparison over repeated patient-level
+splits, each on fresh services, summarised as mean and spread per condition and as paired differences
+(fused minus each single modality) with bootstrap intervals (evaluation.paired_bootstrap)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kbservice.config import Settings
+from kbservice.evaluation.image_fusion import CONDITIONS, LABELS, fusion_benchmark
+from kbservice.evaluation.paired_bootstrap import (
+    SplitDecisions,
+    condition_summary,
+    paired_differences,
+    per_class_recall,
+)
+from kbservice.progress import NoProgress, Progress
+from kbservice.services import temporary_services
+
+FUSED = "text+image"
+
+
+def _indices(answers: list[str]) -> np.ndarray:
+    """Class indices of answers (-1: an answer outside the three classes, never right)."""
+    return np.asarray([LABELS.index(a) if a in LABELS else -1 for a in answers], dtype=np.int64)
+
+
+def repeated_fusion_benchmark(
+    settings: Settings,
+    folder: Path,
+    *,
+    seeds: int,
+    first_seed: int = 0,
+    text: str = "notes",
+    test_fraction: float = 0.3,
+    latency_requests: int = 20,
+    progress: Progress | None = None,
+    features_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Runs `fusion_benchmark` on `seeds` patient-level splits (seeds first_seed, first_seed + 1, ...), each
+    on a fresh temporary knowledge base, and summarises them; `recommend` latency is timed on the first.
+    `features_dir`: also write each split's features there (split-SEED.pkl), for offline analysis."""
+    progress = progress or NoProgress()
+    runs, splits = [], []
+    started = time.perf_counter()
+    for number in range(seeds):
+        seed = first_seed + number
+        with (
+            progress.task(f"Split {number + 1} of {seeds} (seed {seed}, text: {text})", total=1) as advance,
+            temporary_services(settings) as (services, _),
+            tempfile.TemporaryDirectory(prefix="kbservice-fusion-") as work,
+        ):
+            run = fusion_benchmark(
+                services,
+                folder,
+                Path(work),
+                test_fraction=test_fraction,
+                seed=seed,
+                text=text,
+                latency_requests=latency_requests if number == 0 else 0,
+                progress=progress,
+                features_out=features_dir / f"split-{seed}.pkl" if features_dir else None,
+            )
+            advance(1)
+        if "error" in run:
+            return {"seed": seed, "text": text, "error": run["error"], "cycle": run.get("cycle")}
+        answers = run.pop("test_answers")
+        splits.append(
+            SplitDecisions(
+                truth=_indices(answers["truth"]),
+                answers={condition: _indices(answers[condition]) for condition in CONDITIONS},
+            )
+        )
+        runs.append(run)
+    classes = len(LABELS)
+    return {
+        "text": text,
+        "seeds": [first_seed + n for n in range(seeds)],
+        "test_fraction": test_fraction,
+        "conditions": condition_summary(splits, classes),
+        "fused_minus": {
+            single: paired_differences(splits, condition=FUSED, against=single, classes=classes)
+            for single in CONDITIONS
+            if single != FUSED
+        },
+        "per_class_recall": per_class_recall(splits, LABELS),
+        "splits": [
+            {
+                "seed": run["seed"],
+                "split": run["split"],
+                "conditions": {
+                    condition: {k: run["conditions"][condition][k] for k in ("accuracy", "macro_f1", "weights")}
+                    for condition in CONDITIONS
+                },
+                "encoder_metrics": run["update_cycle"]["encoder_metrics"],
+            }
+            for run in runs
+        ],
+        "recommend_latency": runs[0]["recommend_latency"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
