@@ -180,6 +180,12 @@ class ImagingSettings(BaseModel):
     cnn_batch_size: int = Field(64, ge=1)
     cnn_learning_rate: float = Field(2e-3, gt=0)
     cnn_max_seconds: float = Field(480, gt=0)  # training stops early (best epoch kept) past this
+    # Self-supervised pre-training (SimCLR, imaging/pretraining.py) on every stored image outside the gate's
+    # cases, labelled or not, before fine-tuning on the labelled ones; 0 epochs: train from scratch.
+    cnn_pretrain_epochs: int = Field(0, ge=0)
+    cnn_pretrain_batch_size: int = Field(128, ge=2)
+    cnn_pretrain_temperature: float = Field(0.2, gt=0)
+    cnn_pretrain_max_seconds: float = Field(300, gt=0)
     min_new_image_cases: int = Field(20, ge=1)  # fewer new labelled image cases: no new encoder is trained
     encoder_f1_margin: float = Field(0.02, ge=0)  # the gate: image-case macro-F1 may fall by at most this
     encoder_accuracy_margin: float = Field(0.02, ge=0)  # ... and accuracy by at most this

@@ -88,9 +88,11 @@ def train_cnn_encoder(
     seed: int = 0,
     progress: Progress | None = None,
     on_epoch: Callable[[int], None] = lambda epoch: None,
+    network: ChestCNN | None = None,
 ) -> tuple[CnnImageEncoder, EncoderTraining]:
-    """A new encoder version trained from scratch on (image, label index) pairs; deterministic per seed.
-    Stops after `cnn_epochs`, or once `cnn_max_seconds` have passed, keeping the best validation epoch."""
+    """A new encoder version trained on (image, label index) pairs, from scratch or fine-tuning `network`
+    (pre-trained, with a head for `label_names`); deterministic per seed. Stops after `cnn_epochs`, or once
+    `cnn_max_seconds` have passed, keeping the best validation epoch."""
     if len(images) < 2 or len(set(labels)) < 2:
         raise ValueError("an image encoder needs at least two labelled images of two different classes")
     torch.manual_seed(seed)
@@ -98,7 +100,9 @@ def train_cnn_encoder(
     train_idx, val_idx = inner_split(labels, fraction=0.1, seed=seed)
     x_train, y_train = as_batch([images[i] for i in train_idx]), torch.tensor([labels[i] for i in train_idx])
     x_val, y_val = [images[i] for i in val_idx], [labels[i] for i in val_idx]
-    network = ChestCNN(**architecture(settings), classes=len(label_names))
+    if network is None:
+        torch.manual_seed(seed)
+        network = ChestCNN(**architecture(settings), classes=len(label_names))
     counts = torch.bincount(y_train, minlength=len(label_names)).float().clamp(min=1)
     loss_fn = nn.CrossEntropyLoss(weight=counts.sum() / (len(label_names) * counts), label_smoothing=0.05)
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings.cnn_learning_rate, weight_decay=1e-4)

@@ -131,6 +131,7 @@ def run_encoder_stage(
         return {"status": "skipped", "reason": "image cases name fewer than two diagnoses: nothing to tell apart"}
     encoder_version = store.next_version()
     report: dict[str, Any] = {"version": encoder_version, "champion": champion, "labels": labels}
+    from kbservice.imaging.pretraining import hyperparameters as pretraining_hyperparameters
     from kbservice.imaging.training import architecture, train_cnn_encoder
 
     store.start(
@@ -144,7 +145,8 @@ def run_encoder_stage(
         train_case_ids=[c.case_id for c in train],
         heldout_case_ids=[c.case_id for c in gate_cases],
         hyperparameters=architecture(settings)
-        | {k: getattr(settings, k) for k in ("cnn_epochs", "cnn_batch_size", "cnn_learning_rate", "cnn_max_seconds")},
+        | {k: getattr(settings, k) for k in ("cnn_epochs", "cnn_batch_size", "cnn_learning_rate", "cnn_max_seconds")}
+        | ({"pretraining": pretraining_hyperparameters(settings)} if settings.cnn_pretrain_epochs else {}),
         dim=settings.cnn_embedding_dim,
         pixel_size=settings.size,
         triggered_by=triggered_by,
@@ -154,6 +156,10 @@ def run_encoder_stage(
         pixels = services.image_store.pixels([i for c in with_images for i in image_ids[c.case_id]])
         train_images = [pixels[i] for c in train for i in image_ids[c.case_id]]
         train_labels = [labels.index(c.diagnosis[0]) for c in train for _ in image_ids[c.case_id]]
+        network = None
+        if settings.cnn_pretrain_epochs:
+            network, pretraining = _pretrained(services, version, gate_cases, labels, learn.seed, progress, check_lease)
+            report["pretraining"] = pretraining
         candidate, training = train_cnn_encoder(
             train_images,
             train_labels,
@@ -163,6 +169,7 @@ def run_encoder_stage(
             seed=learn.seed,
             progress=progress,
             on_epoch=lambda _epoch: check_lease(),
+            network=network,
         )
         report["training"] = training.to_json()
         report["train_s"] = round(time.perf_counter() - stage, 2)
@@ -205,6 +212,36 @@ def run_encoder_stage(
             services.image_similarity.current(progress=advance)
         report["index_s"] = round(time.perf_counter() - stage, 2)
     return report
+
+
+def _pretrained(
+    services: Services,
+    version: int,
+    gate_cases: Sequence[CaseRecord],
+    labels: list[str],
+    seed: int,
+    progress: Progress,
+    check_lease: Callable[[], None],
+) -> tuple[Any, dict[str, Any]]:
+    """A network pre-trained without labels on every image of a case valid at `version` except the gate's
+    cases (they judge the result, so the encoder must not have seen them, labelled or not), and the record
+    of that pre-training (image count, image-set digest, losses)."""
+    from kbservice.imaging.pretraining import pretrained_network
+
+    settings = services.settings.imaging
+    judged = {c.case_id for c in gate_cases}
+    image_ids = [image_id for image_id, case_id in services.image_store.valid(as_of=version) if case_id not in judged]
+    pixels = services.image_store.pixels(image_ids)
+    network, record = pretrained_network(
+        [pixels[i] for i in image_ids],
+        classes=len(labels),
+        settings=settings,
+        seed=seed,
+        progress=progress,
+        on_epoch=lambda _epoch: check_lease(),
+    )
+    digest = hashlib.sha256(",".join(map(str, image_ids)).encode()).hexdigest()[:16]
+    return network, record.to_json() | {"image_ids_sha256": digest}
 
 
 def baseline_metrics(
