@@ -224,7 +224,9 @@ class Source(_Open):
 
 
 class Provenance(_Open):
-    omit_unset = frozenset({"encoder_version", "candidates", "classifier_version"})
+    omit_unset = frozenset(
+        {"encoder_version", "candidates", "classifier_version", "fusion_groups", "fusion_out_of_fold_nll"}
+    )
     knowledge_version: int
     index_build: str
     base_model: str
@@ -238,6 +240,15 @@ class Provenance(_Open):
     created_at: str
     classifier_version: str | None = Field(
         None, description="The case classifier whose scores entered the fusion (absent in older answers)."
+    )
+    fusion_groups: list[str] | None = Field(
+        None,
+        description="The evidence groups the calibration's fusion was fitted on (null: uncalibrated defaults; "
+        "absent in older answers).",
+    )
+    fusion_out_of_fold_nll: float | None = Field(
+        None,
+        description="Their out-of-fold log-loss per held-out case when the groups were chosen by cross-validation.",
     )
 
 

@@ -186,6 +186,9 @@ def adapters_show(
         out.print(f"{key:<18} {shown[key]}")
     for key in ("train_case_ids", "heldout_case_ids", "replay_case_ids", "frozen_case_ids"):
         out.print(f"{key:<18} {len(shown[key])} cases")
+    selection = ((shown.get("metrics") or {}).get("candidate") or {}).get("selection")
+    if selection:
+        out.print(f"{'evidence groups':<18} {', '.join(selection['groups']) or 'none'}: {selection['why']}")
     report = shown.get("report") or {}
     if report.get("gate"):
         verdict = "passed" if report["gate"]["passed"] else "failed"

@@ -107,6 +107,14 @@ def calibrate(
     )
     for name, weight in report["weights"].items():
         out.print(f"  {name:<20} {weight:8.3f}")
+    selection = metrics.get("selection")
+    if selection:
+        nll = selection["out_of_fold_nll"]
+        out.print(
+            f"evidence groups: {', '.join(selection['groups']) or 'none'}"
+            + (f" (out-of-fold NLL {nll:.4f} per case)" if nll is not None else "")
+            + f"; {selection['why']}"
+        )
 
 
 @models_app.command("show")

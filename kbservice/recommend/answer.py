@@ -40,6 +40,7 @@ class Calibration:
     fusion: Fusion
     calibration_id: int | None
     classifier: ServingClassifier | None
+    selection: dict[str, Any] | None = None  # the calibration's record of its evidence groups (group_selection)
 
 
 def calibration_for(
@@ -60,7 +61,7 @@ def calibration_for(
     if row is None:
         return Calibration(Fusion(weights=dict(evidence.DEFAULT_WEIGHTS)), None, None)
     classifier = services.serving_classifier(row.get("classifier_version"))
-    return Calibration(Fusion(weights=row["weights"]), row["id"], classifier)
+    return Calibration(Fusion(weights=row["weights"]), row["id"], classifier, (row["metrics"] or {}).get("selection"))
 
 
 def recommend(
@@ -82,6 +83,7 @@ def recommend(
         clean,
         fusion=calibration.fusion,
         calibration_id=calibration.calibration_id,
+        fusion_selection=calibration.selection,
         index_build=services.index_build(),
         with_treatment=with_treatment,
         adapter=adapter,
@@ -157,6 +159,8 @@ def replay(services: Services, recommendation_id: str, *, actor: str) -> ReplayR
         request,
         fusion=calibration.fusion,
         calibration_id=calibration.calibration_id,
+        # An answer stored before provenance named the fusion's groups replays without them (it lacks the key).
+        fusion_selection=calibration.selection if "fusion_groups" in provenance else None,
         classifier=calibration.classifier,
         index_build=provenance["index_build"],
         with_treatment=stored["request"].get("with_treatment", True),

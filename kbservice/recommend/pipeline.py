@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -236,6 +236,7 @@ class Recommender:
         fusion: Fusion,
         calibration_id: int | None,
         index_build: str,
+        fusion_selection: dict[str, Any] | None = None,
         with_treatment: bool = True,
         created_at: str | None = None,
         recommendation_id: str | None = None,
@@ -247,7 +248,8 @@ class Recommender:
         """The answer to an already cleaned request (see `clean_request`), not yet stored, and the retrieval
         it came from (`recorded`: recompute from that retrieval instead of searching). Every model call uses
         `adapter` (None: the base model), fixed for the whole request, and the case `classifier` the fusion
-        was calibrated with. `listener` hears the differential as soon as it is decided, then the treatment
+        was calibrated with; `fusion_selection` (the calibration's group-selection record) is named in the
+        provenance. `listener` hears the differential as soon as it is decided, then the treatment
         plan as it is generated."""
         started = time.perf_counter()
         feats = self.features(
@@ -294,6 +296,8 @@ class Recommender:
             mode=request.mode,
             candidates=len(feats.candidates),
             created_at=created_at or datetime.now(UTC).isoformat(),
+            fusion_groups=list(fusion_selection["groups"]) if fusion_selection else None,
+            fusion_out_of_fold_nll=fusion_selection.get("out_of_fold_nll") if fusion_selection else None,
         )
         recommendation = Recommendation(
             id=recommendation_id or f"rec-{uuid.uuid4().hex[:16]}",

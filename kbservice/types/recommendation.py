@@ -136,6 +136,10 @@ class Provenance:
     candidates: int
     created_at: str
     classifier_version: str | None = None  # the case classifier whose scores entered the fusion
+    # The evidence groups the calibration's fusion was fitted on and their out-of-fold log-loss per case
+    # (None: uncalibrated defaults, or a calibration stored before groups were recorded / not cross-validated).
+    fusion_groups: list[str] | None = None
+    fusion_out_of_fold_nll: float | None = None
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,23 @@ def test_calibration_is_fitted_stored_and_used(kb: Services) -> None:
     response = recommend(kb, REQUEST, actor="dr-test").to_json()
     assert response["provenance"]["calibration_id"] == report["calibration_id"]
     assert "calibration" in audit_kinds(kb)
+    # The provenance names the evidence groups the calibration fitted (and their out-of-fold loss, when
+    # they were chosen by cross-validation), and replay reproduces them.
+    selection = report["metrics"]["selection"]
+    assert response["provenance"]["fusion_groups"] == selection["groups"] and selection["groups"]
+    assert response["provenance"]["fusion_out_of_fold_nll"] == selection["out_of_fold_nll"]
+    assert replay(kb, response["id"], actor="auditor").identical
+    # An answer stored before the provenance had these keys still replays identically.
+    older = dict(response, provenance={
+        k: v for k, v in response["provenance"].items() if k not in ("fusion_groups", "fusion_out_of_fold_nll")
+    })  # fmt: skip
+    with kb.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE recommendations SET response = :r WHERE id = :i"),
+            {"r": json.dumps(older), "i": response["id"]},
+        )
+    result = replay(kb, response["id"], actor="auditor")
+    assert result.identical, result.differences
 
 
 def test_abstains_below_the_threshold_without_a_plan(kb: Services) -> None:
