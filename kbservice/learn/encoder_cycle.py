@@ -279,7 +279,7 @@ def gate_verdict(
         what = (
             "the first encoder against always answering the commonest diagnosis"
             if champion is None
-            else ("the candidate against the champion")
+            else "the candidate against the champion"
         )
         not_judged.append(
             f"macro-F1 and accuracy: the {len(gate_cases)} held-out image case(s) all have the diagnosis "
