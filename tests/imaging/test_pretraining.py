@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from kbservice.config import ImagingSettings
@@ -46,6 +47,7 @@ def test_nt_xent_is_lowest_when_each_view_finds_its_pair() -> None:
     assert nt_xent(first, first.clone(), 0.2) < nt_xent(first, first.roll(1, dims=0), 0.2)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # about training, not storage
 def test_the_update_cycle_pretrains_outside_the_gate_cases_and_records_it(
     imaging_services: Services, tmp_path: Path
 ) -> None:
