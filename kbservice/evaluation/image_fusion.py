@@ -138,9 +138,11 @@ def fusion_benchmark(
     started = time.perf_counter()
     cycle = run_update_cycle(services, triggered_by="bench-fusion", progress=progress)
     cycle_s = time.perf_counter() - started
-    if (cycle.encoder or {}).get("status") != "promoted" or not cycle.adapter_version:
-        return {"cycle": cycle.to_json(), "error": "the update cycle did not promote an encoder and an adapter"}
     adapter = services.serving_adapter(None)
+    # A candidate adapter that the gate rejected still has a version: only a champion has image tokens to
+    # score with, and held-out cases to fit the fusion on.
+    if (cycle.encoder or {}).get("status") != "promoted" or adapter is None:
+        return {"cycle": cycle.to_json(), "error": "the update cycle did not promote an encoder and an adapter"}
     version = services.retriever.resolve_version(None)
     heldout_ids = services.adapter_store.get(adapter)["heldout_case_ids"] if adapter else []
     heldout = list(services.case_store.by_case_ids(heldout_ids).values())

@@ -43,10 +43,11 @@ def repeated_fusion_benchmark(
     features_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Runs `fusion_benchmark` on `seeds` patient-level splits (seeds first_seed, first_seed + 1, ...), each
-    on a fresh temporary knowledge base, and summarises them; `recommend` latency is timed on the first.
+    on a fresh temporary knowledge base, and summarises them; `recommend` latency is timed on the first. A
+    split whose update cycle promotes no encoder or no adapter is listed under "failed" and left out.
     `features_dir`: also write each split's features there (split-SEED.pkl), for offline analysis."""
     progress = progress or NoProgress()
-    runs, splits = [], []
+    runs, splits, failed = [], [], []
     started = time.perf_counter()
     for number in range(seeds):
         seed = first_seed + number
@@ -67,8 +68,9 @@ def repeated_fusion_benchmark(
                 features_out=features_dir / f"split-{seed}.pkl" if features_dir else None,
             )
             advance(1)
-        if "error" in run:
-            return {"seed": seed, "text": text, "error": run["error"], "cycle": run.get("cycle")}
+        if "error" in run:  # one split's update cycle can fail its gate: the others still count
+            failed.append({"seed": seed, "error": run["error"], "cycle_status": (run.get("cycle") or {}).get("status")})
+            continue
         answers = run.pop("test_answers")
         splits.append(
             SplitDecisions(
@@ -77,10 +79,13 @@ def repeated_fusion_benchmark(
             )
         )
         runs.append(run)
+    if len(splits) < 2:
+        return {"text": text, "error": f"{len(splits)} of {seeds} splits could be scored; need 2", "failed": failed}
     classes = len(LABELS)
     return {
         "text": text,
-        "seeds": [first_seed + n for n in range(seeds)],
+        "seeds": [run["seed"] for run in runs],
+        "failed": failed,
         "test_fraction": test_fraction,
         "conditions": condition_summary(splits, classes),
         "fused_minus": {
@@ -101,6 +106,6 @@ def repeated_fusion_benchmark(
             }
             for run in runs
         ],
-        "recommend_latency": runs[0]["recommend_latency"],
+        "recommend_latency": runs[0]["recommend_latency"],  # empty when the first split failed
         "seconds": round(time.perf_counter() - started, 1),
     }

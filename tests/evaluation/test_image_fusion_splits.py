@@ -1,0 +1,49 @@
+"""Repeated fusion splits: a split whose update cycle fails its gate is reported and left out, not fatal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbservice.config import Settings
+from kbservice.evaluation import image_fusion_splits
+
+REJECTED = "the update cycle did not promote an encoder and an adapter"
+
+
+def _run(seed: int) -> dict[str, Any]:
+    truth = ["COVID-19", "No finding", "Other pneumonia", "COVID-19"]
+    conditions = {c: {"accuracy": 1.0, "macro_f1": 1.0, "weights": {}} for c in ("text", "image", "text+image")}
+    return {
+        "seed": seed,
+        "split": {"test_images": 4},
+        "conditions": conditions,
+        "update_cycle": {"encoder_metrics": None},
+        "recommend_latency": {},
+        "test_answers": {"truth": truth, "text": truth, "image": truth, "text+image": truth},
+    }
+
+
+def test_a_failed_split_is_listed_and_the_others_are_summarised(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    @contextmanager
+    def fake_services(settings: Settings) -> Iterator[tuple[None, Path]]:
+        yield None, tmp_path
+
+    def fake_benchmark(services: None, folder: Path, work: Path, *, seed: int, **kwargs: Any) -> dict[str, Any]:
+        if seed == 1:
+            return {"cycle": {"status": "rejected"}, "error": REJECTED}
+        return _run(seed)
+
+    monkeypatch.setattr(image_fusion_splits, "temporary_services", fake_services)
+    monkeypatch.setattr(image_fusion_splits, "fusion_benchmark", fake_benchmark)
+    summary = image_fusion_splits.repeated_fusion_benchmark(Settings(data_dir=tmp_path), tmp_path, seeds=3)
+    assert summary["seeds"] == [0, 2]
+    assert summary["failed"] == [{"seed": 1, "error": REJECTED, "cycle_status": "rejected"}]
+    assert summary["conditions"]["text+image"]["accuracy_mean"] == 1.0
+    assert image_fusion_splits.repeated_fusion_benchmark(Settings(data_dir=tmp_path), tmp_path, seeds=2)["error"]
