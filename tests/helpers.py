@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kbservice.ingest.guidelines import ingest_guidelines
 from kbservice.services import Services
-from kbservice.types import IngestReport
+from kbservice.types import CaseRecord, IngestReport
 from tests.conftest import write
 
 
@@ -87,3 +87,23 @@ def tiny_llama(vocab_size: int):  # type: ignore[no-untyped-def]
 WIDE_GATE = {"f1_margin": 1.0, "class_margin": 1.0, "ece_margin": 1.0}
 WIDE_GATE_ENV = {f"KB_LEARN__{name.upper()}": str(value) for name, value in WIDE_GATE.items()}
 WIDE_IMAGE_GATE = {"encoder_f1_margin": 1.0, "encoder_accuracy_margin": 1.0}
+
+
+def case_record(case_id: int, diagnosis: str, *, findings: str = "", chunk_id: int | None = None) -> CaseRecord:
+    """A stored case built in memory (no database): for tests of code that reads `CaseRecord`s."""
+    return CaseRecord(
+        case_id=case_id,
+        id=f"c{case_id}",
+        findings=findings,
+        history=None,
+        age=None,
+        sex=None,
+        diagnosis=[diagnosis],
+        treatment=None,
+        images=[],
+        labeled_by=None,
+        version_added=1,
+        document_id=case_id,
+        chunk_id=case_id if chunk_id is None else chunk_id,
+        content_hash="",
+    )

@@ -105,7 +105,7 @@ def eval_image_fusion(
     split): the update cycle trains the encoder and the adapter with its image projector on the training
     patients; each condition's fusion is fitted on the cycle's held-out cases; macro-F1 and accuracy on the
     test patients, and `recommend` latency with an image."""
-    from kbservice.evaluation.image_fusion import TEXT_SETTINGS, fusion_benchmark
+    from kbservice.evaluation.image_fusion import TEXT_SETTINGS, fresh_fusion_benchmark
 
     if text not in TEXT_SETTINGS:
         raise typer.BadParameter(f"choose one of {', '.join(TEXT_SETTINGS)}", param_hint="--text")
@@ -126,20 +126,15 @@ def eval_image_fusion(
         )
         _print_repeated_fusion(summary, as_json=as_json)
         return
-    with (
-        temporary_services(state.settings) as (services, _),
-        tempfile.TemporaryDirectory(prefix="kbservice-fusion-") as work,
-    ):
-        result = fusion_benchmark(
-            services,
-            data,
-            Path(work),
-            test_fraction=test_fraction,
-            seed=seed,
-            text=text,
-            progress=progress(),
-            features_out=features_out,
-        )
+    result = fresh_fusion_benchmark(
+        state.settings,
+        data,
+        test_fraction=test_fraction,
+        seed=seed,
+        text=text,
+        progress=progress(),
+        features_out=features_out,
+    )
     if as_json:
         print_json(result)
         return

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import statistics
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,6 +31,7 @@ from kbservice.recommend.request import RecommendationRequest
 from kbservice.types import RequestImage
 
 if TYPE_CHECKING:
+    from kbservice.config import Settings
     from kbservice.services import Services
 
 # COVID-19 chest X-ray findings grouped into three classes (the rare ones are all other pneumonias).
@@ -234,3 +236,14 @@ def fusion_benchmark(
         "text": text,
         "knowledge_version": version,
     }
+
+
+def fresh_fusion_benchmark(settings: Settings, folder: Path, **options: Any) -> dict[str, Any]:
+    """`fusion_benchmark` on a fresh temporary knowledge base and work folder, both removed afterwards."""
+    from kbservice.services import temporary_services
+
+    with (
+        temporary_services(settings) as (services, _),
+        tempfile.TemporaryDirectory(prefix="kbservice-fusion-") as work,
+    ):
+        return fusion_benchmark(services, folder, Path(work), **options)

@@ -4,7 +4,6 @@ splits, each on fresh services, summarised as mean and spread per condition and 
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from kbservice.config import Settings
-from kbservice.evaluation.image_fusion import CONDITIONS, LABELS, fusion_benchmark
+from kbservice.evaluation.image_fusion import CONDITIONS, LABELS, fresh_fusion_benchmark
 from kbservice.evaluation.paired_bootstrap import (
     SplitDecisions,
     condition_summary,
@@ -20,7 +19,6 @@ from kbservice.evaluation.paired_bootstrap import (
     per_class_recall,
 )
 from kbservice.progress import NoProgress, Progress
-from kbservice.services import temporary_services
 
 FUSED = "text+image"
 
@@ -51,15 +49,10 @@ def repeated_fusion_benchmark(
     started = time.perf_counter()
     for number in range(seeds):
         seed = first_seed + number
-        with (
-            progress.task(f"Split {number + 1} of {seeds} (seed {seed}, text: {text})", total=1) as advance,
-            temporary_services(settings) as (services, _),
-            tempfile.TemporaryDirectory(prefix="kbservice-fusion-") as work,
-        ):
-            run = fusion_benchmark(
-                services,
+        with progress.task(f"Split {number + 1} of {seeds} (seed {seed}, text: {text})", total=1) as advance:
+            run = fresh_fusion_benchmark(
+                settings,
                 folder,
-                Path(work),
                 test_fraction=test_fraction,
                 seed=seed,
                 text=text,

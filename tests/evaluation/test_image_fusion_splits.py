@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +29,12 @@ def _run(seed: int) -> dict[str, Any]:
 def test_a_failed_split_is_listed_and_the_others_are_summarised(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    @contextmanager
-    def fake_services(settings: Settings) -> Iterator[tuple[None, Path]]:
-        yield None, tmp_path
-
-    def fake_benchmark(services: None, folder: Path, work: Path, *, seed: int, **kwargs: Any) -> dict[str, Any]:
+    def fake_benchmark(settings: Settings, folder: Path, *, seed: int, **kwargs: Any) -> dict[str, Any]:
         if seed == 1:
             return {"cycle": {"status": "rejected"}, "error": REJECTED}
         return _run(seed)
 
-    monkeypatch.setattr(image_fusion_splits, "temporary_services", fake_services)
-    monkeypatch.setattr(image_fusion_splits, "fusion_benchmark", fake_benchmark)
+    monkeypatch.setattr(image_fusion_splits, "fresh_fusion_benchmark", fake_benchmark)
     summary = image_fusion_splits.repeated_fusion_benchmark(Settings(data_dir=tmp_path), tmp_path, seeds=3)
     assert summary["seeds"] == [0, 2]
     assert summary["failed"] == [{"seed": 1, "error": REJECTED, "cycle_status": "rejected"}]

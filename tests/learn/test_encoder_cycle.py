@@ -15,8 +15,8 @@ from kbservice.learn.update import run_update_cycle
 from kbservice.recommend.answer import recommend
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.services import Services
-from kbservice.types import CaseRecord, RequestImage
-from tests.helpers import WIDE_IMAGE_GATE, cases_jsonl, ingest_case_file
+from kbservice.types import RequestImage
+from tests.helpers import WIDE_IMAGE_GATE, case_record, cases_jsonl, ingest_case_file
 from tests.imaging.cases import LABELS, ingest_image_cases
 from tests.imaging.images import two_class_images, write_dicom, write_png
 
@@ -100,13 +100,13 @@ def test_the_gate_compares_with_the_champion_within_margins() -> None:
         encoder_f1_margin = 0.02
         encoder_accuracy_margin = 0.02
 
-    cases = [_case(n, LABELS[n % 2]) for n in range(4)]
+    cases = [case_record(n, LABELS[n % 2]) for n in range(4)]
     champion = {"accuracy": 0.9, "macro_f1": 0.9}
     assert gate_verdict({"accuracy": 0.89, "macro_f1": 0.885}, champion, None, cases, Margins()) == ([], [])
     reasons, _ = gate_verdict({"accuracy": 0.85, "macro_f1": 0.85}, champion, None, cases, Margins())
     assert len(reasons) == 2 and "macro-F1 fell" in reasons[0] and "accuracy fell" in reasons[1]
     # One diagnosis among the held-out cases: the same fall is not judged, and the report says why.
-    one_class = [_case(n, LABELS[0]) for n in range(4)]
+    one_class = [case_record(n, LABELS[0]) for n in range(4)]
     reasons, not_judged = gate_verdict({"accuracy": 0.5, "macro_f1": 0.5}, champion, None, one_class, Margins())
     assert reasons == [] and "all have the diagnosis 'Upper opacity'" in not_judged[0]
 
@@ -144,32 +144,13 @@ def test_held_out_cases_of_one_diagnosis_do_not_reject_the_first_encoder(
 
 
 def test_every_diagnosis_with_two_or_more_new_cases_is_held_out() -> None:
-    cases = [_case(n, "common") for n in range(40)] + [_case(100 + n, "rare") for n in range(2)]
-    cases.append(_case(200, "single"))
+    cases = [case_record(n, "common") for n in range(40)] + [case_record(100 + n, "rare") for n in range(2)]
+    cases.append(case_record(200, "single"))
     train, held = split_new_cases(cases, fraction=0.2, seed=0)
     assert sorted(c.diagnosis[0] for c in held).count("common") == 8
     assert {c.diagnosis[0] for c in held} == {"common", "rare"}  # one of two rare cases; the single one trains
     assert [c.case_id for c in train if c.diagnosis[0] != "common"] == sorted(
         {100, 101, 200} - {c.case_id for c in held}
-    )
-
-
-def _case(case_id: int, diagnosis: str) -> CaseRecord:
-    return CaseRecord(
-        case_id=case_id,
-        id=f"c{case_id}",
-        findings="",
-        history=None,
-        age=None,
-        sex=None,
-        diagnosis=[diagnosis],
-        treatment=None,
-        images=[],
-        labeled_by=None,
-        version_added=1,
-        document_id=case_id,
-        chunk_id=case_id,
-        content_hash="",
     )
 
 

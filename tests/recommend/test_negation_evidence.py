@@ -6,34 +6,15 @@ import numpy as np
 
 from kbservice.negation import mentions
 from kbservice.recommend import evidence
-from kbservice.types import CaseRecord
+from tests.helpers import case_record
 
 CANDIDATES = ["Normal", "Pneumothorax", "Pleural effusion"]
 
 
-def _case(case_id: int, findings: str, diagnosis: str) -> CaseRecord:
-    return CaseRecord(
-        case_id=case_id,
-        id=f"c{case_id}",
-        findings=findings,
-        history=None,
-        age=None,
-        sex=None,
-        diagnosis=[diagnosis],
-        treatment=None,
-        images=[],
-        labeled_by=None,
-        version_added=1,
-        document_id=case_id,
-        chunk_id=100 + case_id,
-        content_hash="x",
-    )
-
-
 CASES = {
-    101: _case(1, "Large right pneumothorax.", "Pneumothorax"),
-    102: _case(2, "No pneumothorax. Lungs clear.", "Normal"),
-    103: _case(3, "Small left pleural effusion.", "Pleural effusion"),
+    101: case_record(1, "Pneumothorax", findings="Large right pneumothorax.", chunk_id=101),
+    102: case_record(2, "Normal", findings="No pneumothorax. Lungs clear.", chunk_id=102),
+    103: case_record(3, "Pleural effusion", findings="Small left pleural effusion.", chunk_id=103),
 }
 # What text similarity returns for both texts: the pneumothorax case first (the word matches).
 RANKING = [(101, 0.9), (102, 0.8), (103, 0.4)]
