@@ -188,7 +188,8 @@ def adapters_show(
         out.print(f"{key:<18} {len(shown[key])} cases")
     selection = ((shown.get("metrics") or {}).get("candidate") or {}).get("selection")
     if selection:
-        out.print(f"{'evidence groups':<18} {', '.join(selection['groups']) or 'none'}: {selection['why']}")
+        modality = f" (modality: {selection['modality']})" if selection.get("modality") else ""
+        out.print(f"{'evidence groups':<18} {', '.join(selection['groups']) or 'none'}{modality}: {selection['why']}")
     report = shown.get("report") or {}
     if report.get("gate"):
         verdict = "passed" if report["gate"]["passed"] else "failed"

@@ -112,6 +112,7 @@ def calibrate(
         nll = selection["out_of_fold_nll"]
         out.print(
             f"evidence groups: {', '.join(selection['groups']) or 'none'}"
+            + (f", modality {selection['modality']}" if selection.get("modality") else "")
             + (f" (out-of-fold NLL {nll:.4f} per case)" if nll is not None else "")
             + f"; {selection['why']}"
         )

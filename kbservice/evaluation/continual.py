@@ -192,7 +192,11 @@ def _evaluate(
         examples = collect_examples(
             recommender, cases, version=version, mode="rag", leave_one_out=True, classifier=model
         )
-        fusion, _ = fit_selected(examples, margin=services.settings.recommend.fusion_group_margin)
+        fusion, _ = fit_selected(
+            examples,
+            margin=services.settings.recommend.fusion_group_margin,
+            modality_margin=services.settings.recommend.fusion_modality_margin,
+        )
     else:
         calibration = calibration_for(services, mode="rag", adapter_version=adapter)
         fusion, model = calibration.fusion, calibration.classifier.model if calibration.classifier else None

@@ -26,7 +26,7 @@ from kbservice.learn.cycle_data import case_images
 from kbservice.learn.update import run_update_cycle
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend.answer import recommend
-from kbservice.recommend.calibrate import Example, fit, truth_indices
+from kbservice.recommend.calibrate import Example, fit_selected, truth_indices
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.types import RequestImage
 
@@ -168,7 +168,13 @@ def fusion_benchmark(
                     Example(case=case, features=features, truth=truth_indices(features.candidates, case.diagnosis))
                 )
                 advance(1)
-            fusion = fit([e for e in calibration if e.truth])
+            # Each condition's fusion is fitted as `calibrate` fits the service's: modality and groups chosen
+            # out of fold with the configured margins.
+            fusion, selection = fit_selected(
+                calibration,
+                margin=services.settings.recommend.fusion_group_margin,
+                modality_margin=services.settings.recommend.fusion_modality_margin,
+            )
             saved[condition] = {
                 "calibration": [
                     (e.features.candidates, e.features.names, e.features.matrix, e.truth) for e in calibration
@@ -189,7 +195,9 @@ def fusion_benchmark(
                 advance(1)
             metrics = classification_metrics(decisions)
             results[condition] = {k: metrics[k] for k in ("accuracy", "macro_f1", "ece", "per_class_recall")} | {
-                "weights": {k: round(v, 3) for k, v in fusion.weights.items()}
+                "weights": {k: round(v, 3) for k, v in fusion.weights.items()},
+                "modality": selection.modality,
+                "groups": selection.groups,
             }
             answers[condition] = [d.top for d in decisions]
     if features_out is not None:  # for offline analysis of the fusion

@@ -92,7 +92,10 @@ def repeated_fusion_benchmark(
                 "seed": run["seed"],
                 "split": run["split"],
                 "conditions": {
-                    condition: {k: run["conditions"][condition][k] for k in ("accuracy", "macro_f1", "weights")}
+                    condition: {
+                        k: run["conditions"][condition][k]
+                        for k in ("accuracy", "macro_f1", "modality", "groups", "weights")
+                    }
                     for condition in CONDITIONS
                 },
                 "encoder_metrics": run["update_cycle"]["encoder_metrics"],

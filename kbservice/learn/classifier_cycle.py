@@ -129,9 +129,12 @@ def run_classifier_stage(
         champion_model = services.classifiers.load(champion) if champion else None
         candidate_examples = _with_classifier(services, scored, base, candidate)
         champion_examples = _with_classifier(services, scored, base, champion_model)
-        margin = services.settings.recommend.fusion_group_margin
-        candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, margin=margin)
-        _, champion_metrics = cross_fitted(champion_examples, margin=margin)
+        margins = {
+            "margin": services.settings.recommend.fusion_group_margin,
+            "modality_margin": services.settings.recommend.fusion_modality_margin,
+        }
+        candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, **margins)
+        _, champion_metrics = cross_fitted(champion_examples, **margins)
         candidate_metrics["classifier_only_accuracy"] = _alone_accuracy(services, candidate, base)
         report["evaluate_s"] = round(time.perf_counter() - started, 2)
         _, reasons, checks = compare(candidate_metrics, champion_metrics, learn)

@@ -48,15 +48,18 @@ def examples_for(
     return out
 
 
-def cross_fitted(examples: Sequence[Example], *, margin: float | None) -> tuple[Fusion, dict[str, Any]]:
-    """The fusion fitted on all `examples` (its evidence groups selected with `margin`, see
-    `recommend.group_selection`), and metrics of out-of-fold predictions (2-fold cross-fitting, the
+def cross_fitted(
+    examples: Sequence[Example], *, margin: float | None, modality_margin: float | None = 0.0
+) -> tuple[Fusion, dict[str, Any]]:
+    """The fusion fitted on all `examples` (its modality and evidence groups selected with `modality_margin`
+    and `margin`, see `recommend.group_selection`), and metrics of out-of-fold predictions (2-fold cross-fitting, the
     selection redone inside each fold; in-sample when there are too few cases to split)."""
     usable = [e for e in examples if e.truth]
     split = min(len(usable[0::2]), len(usable[1::2])) >= 5
     decisions: list[Decision] = []
     nll = []
-    for example, p in _predictions(usable, split=split, margin=margin):
+    margins = {"margin": margin, "modality_margin": modality_margin}
+    for example, p in _predictions(usable, split=split, margins=margins):
         top = int(np.argmax(p))
         assert example.case is not None
         decisions.append(
@@ -69,16 +72,20 @@ def cross_fitted(examples: Sequence[Example], *, margin: float | None) -> tuple[
     # the similar-case evidence is shared by both adapters, so this is where an adapter's teaching shows.
     model_only = [
         int(np.argmax(p)) in e.truth
-        for e, p in _predictions(usable, split=split, margin=margin, names=evidence.LLM_FEATURES)
+        for e, p in _predictions(usable, split=split, margins=margins, names=evidence.LLM_FEATURES)
     ]
     metrics["model_only_accuracy"] = round(float(np.mean(model_only)), 4)
-    fusion, selection = fit_selected(usable, margin=margin)
+    fusion, selection = fit_selected(usable, **margins)
     metrics["selection"] = selection.as_dict()
     return fusion, metrics
 
 
 def _predictions(
-    usable: Sequence[Example], *, split: bool, margin: float | None, names: Sequence[str] | None = None
+    usable: Sequence[Example],
+    *,
+    split: bool,
+    margins: dict[str, float | None],
+    names: Sequence[str] | None = None,
 ) -> list[tuple[Example, np.ndarray]]:
     """Each example with its probabilities from a fusion fitted on the other half of the examples
     (alternate ones), or on all of them when not `split`: of the named features, else of the groups
@@ -87,7 +94,7 @@ def _predictions(
     pairs = [(halves[0], halves[1]), (halves[1], halves[0])] if split else [(list(usable), list(usable))]
     out = []
     for fit_on, judge in pairs:
-        fusion = fit(fit_on, names=names) if names else fit_selected(fit_on, margin=margin)[0]
+        fusion = fit(fit_on, names=names) if names else fit_selected(fit_on, **margins)[0]
         out += [(e, fusion.probabilities(e.features.matrix, e.features.names)) for e in judge]
     return out
 

@@ -60,9 +60,12 @@ def judge_candidate(
     with progress.task("Scoring held-out and frozen cases (candidate, champion)", total=2 * len(gate_cases)) as advance:
         candidate_examples = examples_for(recommender, gate_cases, adapter=candidate, advance=advance)
         champion_examples = examples_for(recommender, gate_cases, adapter=champion, advance=advance)
-    margin = services.settings.recommend.fusion_group_margin
-    candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, margin=margin)
-    _, champion_metrics = cross_fitted(champion_examples, margin=margin)
+    margins = {
+        "margin": services.settings.recommend.fusion_group_margin,
+        "modality_margin": services.settings.recommend.fusion_modality_margin,
+    }
+    candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, **margins)
+    _, champion_metrics = cross_fitted(champion_examples, **margins)
     evaluate_s = time.perf_counter() - started
     language_model = language_model_report(candidate_fusion, candidate_examples, candidate_metrics, champion_metrics)
     _, reasons, checks = compare(candidate_metrics, champion_metrics, services.settings.learn)
@@ -87,7 +90,7 @@ def model_share(fusion: Fusion, examples: Sequence[Example]) -> float:
     for example in examples:
         names, matrix = example.features.names, example.features.matrix
         w = np.array([fusion.weights.get(n, 0.0) for n in names])
-        is_model = np.array([n in evidence.LLM_FEATURES for n in names])
+        is_model = np.array([n in evidence.MODEL_FEATURES for n in names])
         model_part, rest = matrix[:, is_model] @ w[is_model], matrix[:, ~is_model] @ w[~is_model]
         total = float(np.std(model_part) + np.std(rest))
         if total > 0:
@@ -107,7 +110,7 @@ def language_model_report(
             "champion": champion.get("model_only_accuracy"),
         },
         "fused_accuracy": candidate.get("accuracy"),
-        "weights": {name: round(fusion.weights.get(name, 0.0), 4) for name in evidence.LLM_FEATURES},
+        "weights": {name: round(fusion.weights.get(name, 0.0), 4) for name in evidence.MODEL_FEATURES},
         "share_of_fused_score": share,
     }
     if share < NEGLIGIBLE_SHARE:

@@ -94,15 +94,21 @@ def fit(examples: Sequence[Example], *, names: Sequence[str] | None = None, bala
     return Fusion(weights={name: fusion.weights.get(name, 0.0) for name in all_names})
 
 
-def fit_selected(examples: Sequence[Example], *, margin: float | None) -> tuple[Fusion, Selection]:
-    """The fusion of the evidence groups that lower the out-of-fold log-loss of `examples` by at least
-    `margin` (see `group_selection`), class-balanced, with its record of what was chosen and why."""
+def fit_selected(
+    examples: Sequence[Example], *, margin: float | None, modality_margin: float | None = 0.0
+) -> tuple[Fusion, Selection]:
+    """The fusion of the modality and evidence groups that lower the out-of-fold log-loss of `examples` by
+    at least `modality_margin` and `margin` (see `group_selection`), class-balanced, with its record of what
+    was chosen and why."""
     usable = [e for e in examples if e.truth]
     if not usable:
         raise KBError("no held-out case has its diagnosis among its candidates; nothing to fit the fusion on")
     names = usable[0].features.names
     return group_selection.fit_selected(
-        [group_selection.Example(e.features.matrix, e.truth, primary_class(e)) for e in usable], names, margin=margin
+        [group_selection.Example(e.features.matrix, e.truth, primary_class(e)) for e in usable],
+        names,
+        margin=margin,
+        modality_margin=modality_margin,
     )
 
 
@@ -177,7 +183,11 @@ def calibrate_examples(
             adapter=adapter,
             classifier=classifier,
         )
-    fusion, selection = fit_selected(examples, margin=services.settings.recommend.fusion_group_margin)
+    fusion, selection = fit_selected(
+        examples,
+        margin=services.settings.recommend.fusion_group_margin,
+        modality_margin=services.settings.recommend.fusion_modality_margin,
+    )
     metrics = score(fusion, examples) | {"cases": len(examples), "selection": selection.as_dict()}
     calibration_id = services.recommendations.save_calibration(
         base_model_sha256=services.generator.model_sha256,

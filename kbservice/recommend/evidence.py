@@ -36,6 +36,11 @@ MENTION_FEATURES = ("mention_affirmed", "mention_negated", "mention_uncertain")
 # candidate it never saw gets its least likely known candidate's value) and whether it never saw it.
 CLASSIFIER_FEATURES = ("classifier_logprob", "classifier_unseen")
 LLM_FEATURES = ("llm_mean_logprob", "llm_total_logprob")
+# The same scores from the request's text alone (no image tokens, no similar-image cases in the prompt): for a
+# request with images, what the model says without them, so the fusion can weigh the two apart; for a request
+# without images, a copy of LLM_FEATURES.
+LLM_TEXT_FEATURES = ("llm_text_mean_logprob", "llm_text_total_logprob")
+MODEL_FEATURES = (*LLM_FEATURES, *LLM_TEXT_FEATURES)
 # Evidence that comes from the stored cases by retrieval alone (no learned model): the poisoning guard and
 # the "similar cases only" ablation use these.
 SIMILAR_CASE_FEATURES = (*CASE_FEATURES, *IMAGE_FEATURES, *MENTION_FEATURES)
@@ -46,7 +51,7 @@ EVIDENCE_FEATURES = (*SIMILAR_CASE_FEATURES, *CLASSIFIER_FEATURES)
 # keeps every weight on that side: on 300 DDXPlus held-out cases an unconstrained fit gave lexical votes a
 # weight of -1.35 (three collinear columns), which then outvoted exact-duplicate cases on test patients.
 FEATURE_SIGNS: dict[str, int] = (
-    {name: 1 for name in (*CASE_FEATURES, *IMAGE_FEATURES, *LLM_FEATURES)}
+    {name: 1 for name in (*CASE_FEATURES, *IMAGE_FEATURES, *MODEL_FEATURES)}
     | {"mention_affirmed": 1, "mention_negated": -1, "mention_uncertain": 0}
     | {"classifier_logprob": 1, "classifier_unseen": 0}
 )
@@ -57,6 +62,7 @@ DEFAULT_WEIGHTS = (
     | {name: 0.0 for name in MENTION_FEATURES}
     | {"classifier_logprob": 1.0, "classifier_unseen": 0.0}
     | {"llm_mean_logprob": 1.0, "llm_total_logprob": 0.0}
+    | {name: 0.0 for name in LLM_TEXT_FEATURES}
 )
 # Words too common in clinical text to count as a contradiction between a request and a similar case.
 _CONFLICT_MIN_LENGTH = 4

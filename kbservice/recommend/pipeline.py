@@ -107,6 +107,7 @@ class Recommender:
         sources: list[RetrievedSource] = []
         case_matrix = np.zeros((len(candidates), len(evidence.EVIDENCE_FEATURES)))
         prompt_sources: list[PromptSource] = []
+        text_sources: list[PromptSource] = []  # without the similar-image cases
         retrieval = recorded or RetrievalRecord()
         if request.mode == "rag":
             if recorded is None:
@@ -134,28 +135,41 @@ class Recommender:
                 guideline_hits, dense, lexical, cases_by_chunk, rrf_k=self.retriever.settings.rrf_k
             )
             sources += image_case_sources(retrieval.images, image_cases, start=len(sources) + 1)
-            prompt_sources = [s.prompt_view() for s in sources if s.kind == "guideline"] + [
-                s.prompt_view() for s in sources if s.kind in ("case", "image_case")
-            ][: self.settings.similar_cases]
+            prompt_sources = self.prompt_sources(sources, ("case", "image_case"))
+            text_sources = self.prompt_sources(sources, ("case",))
         patient = render_patient(request.findings, history=request.history, age=request.age, sex=request.sex)
+        text_prompt = None
         if request.images:
+            text_prompt = self.diagnosis_prompt(patient, text_sources)
             patient = f"Image: {IMAGE_SLOT}\n{patient}"
-        message = diagnosis_message(
-            patient,
-            prompt_sources,
-            guideline_chars=self.settings.prompt_guideline_chars,
-            case_chars=self.settings.prompt_case_chars,
-        )
         return Evidence(
             version=version,
             candidates=candidates,
             case_matrix=case_matrix,
             sources=sources,
-            prompt=self.generator.chat_prompt(message, system=SYSTEM) + DIAGNOSIS_ANSWER_PREFIX,
+            prompt=self.diagnosis_prompt(patient, prompt_sources),
             retrieval=retrieval,
             retrieve_s=time.perf_counter() - started,
             images=tuple(image.pixels for image in request.images),
+            text_prompt=text_prompt,
         )
+
+    def prompt_sources(self, sources: Sequence[RetrievedSource], case_kinds: tuple[str, ...]) -> list[PromptSource]:
+        """What the diagnosis prompt shows: every guideline passage, then the first `similar_cases` cases of
+        the given kinds."""
+        guidelines = [s.prompt_view() for s in sources if s.kind == "guideline"]
+        return guidelines + [s.prompt_view() for s in sources if s.kind in case_kinds][: self.settings.similar_cases]
+
+    def diagnosis_prompt(self, patient: str, sources: Sequence[PromptSource]) -> str:
+        """The chat prompt asking for the diagnosis of `patient` from `sources`, ending where the model
+        continues with a diagnosis."""
+        message = diagnosis_message(
+            patient,
+            list(sources),
+            guideline_chars=self.settings.prompt_guideline_chars,
+            case_chars=self.settings.prompt_case_chars,
+        )
+        return self.generator.chat_prompt(message, system=SYSTEM) + DIAGNOSIS_ANSWER_PREFIX
 
     def classifier_features(
         self, candidates: Sequence[str], text: str, classifier: CaseClassifier | None
@@ -176,32 +190,48 @@ class Recommender:
         recorded: RetrievalRecord | None = None,
         adapter: str | None = None,
         classifier: CaseClassifier | None = None,
+        fusion: Fusion | None = None,
     ) -> Features:
-        """Every candidate's evidence and model scores (with `adapter`; None: the base model)."""
+        """Every candidate's evidence and model scores (with `adapter`; None: the base model). With `fusion`,
+        only the model passes it weighs are run (see `score`)."""
         found = self.evidence(request, exclude_chunk_ids=exclude_chunk_ids, recorded=recorded, classifier=classifier)
-        return self.score(found, adapter)
+        return self.score(found, adapter, fusion=fusion)
 
-    def score(self, found: Evidence, adapter: str | None) -> Features:
-        """Adds the model's scores of every candidate (with `adapter`) to the evidence."""
+    def score(self, found: Evidence, adapter: str | None, *, fusion: Fusion | None = None) -> Features:
+        """Adds the model's scores of every candidate (with `adapter`) to the evidence: from the whole prompt,
+        and for a request with images also from its text alone (a second pass, skipped when `fusion` gives
+        those features no weight; their columns are then 0)."""
         started = time.perf_counter()
-        scores = self.generator.score_candidates(
-            found.prompt,
-            found.candidates,
-            static_head=self._static_head,
-            adapter=adapter,
-            image_vectors=self.image_vectors(found.images, adapter),
-        )
-        llm_matrix = evidence.llm_features([s.mean_logprob for s in scores], [s.total_logprob for s in scores])
+        llm_matrix = self.model_scores(found.prompt, found.candidates, adapter, images=found.images)
+        if found.text_prompt is None:
+            text_matrix = llm_matrix  # no image: the whole prompt is the text alone
+        elif fusion is not None and not any(fusion.weights.get(n, 0.0) for n in evidence.LLM_TEXT_FEATURES):
+            text_matrix = np.zeros_like(llm_matrix)
+        else:
+            text_matrix = self.model_scores(found.text_prompt, found.candidates, adapter, images=())
         return Features(
             version=found.version,
             candidates=found.candidates,
-            names=[*evidence.EVIDENCE_FEATURES, *evidence.LLM_FEATURES],
-            matrix=np.hstack([found.case_matrix, llm_matrix]),
+            names=[*evidence.EVIDENCE_FEATURES, *evidence.LLM_FEATURES, *evidence.LLM_TEXT_FEATURES],
+            matrix=np.hstack([found.case_matrix, llm_matrix, text_matrix]),
             sources=found.sources,
             prompt=found.prompt,
             timings={"retrieve_s": found.retrieve_s, "score_s": time.perf_counter() - started},
             retrieval=found.retrieval,
         )
+
+    def model_scores(
+        self, prompt: str, candidates: list[str], adapter: str | None, *, images: Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """A (candidates x LLM_FEATURES) matrix: the model's scores of each candidate after `prompt`."""
+        scores = self.generator.score_candidates(
+            prompt,
+            candidates,
+            static_head=self._static_head,
+            adapter=adapter,
+            image_vectors=self.image_vectors(images, adapter),
+        )
+        return evidence.llm_features([s.mean_logprob for s in scores], [s.total_logprob for s in scores])
 
     def image_vectors(self, images: Sequence[np.ndarray], adapter: str | None) -> np.ndarray | None:
         """The images embedded by the encoder version `adapter`'s projector was trained on (None: the adapter
@@ -253,7 +283,11 @@ class Recommender:
         plan as it is generated."""
         started = time.perf_counter()
         feats = self.features(
-            request, recorded=recorded, adapter=adapter, classifier=classifier.model if classifier else None
+            request,
+            recorded=recorded,
+            adapter=adapter,
+            classifier=classifier.model if classifier else None,
+            fusion=fusion,
         )
         differential, reason = self.decide(feats, fusion, mode=request.mode)
         if listener is not None:

@@ -15,7 +15,10 @@ REJECTED = "the update cycle did not promote an encoder and an adapter"
 
 def _run(seed: int) -> dict[str, Any]:
     truth = ["COVID-19", "No finding", "Other pneumonia", "COVID-19"]
-    conditions = {c: {"accuracy": 1.0, "macro_f1": 1.0, "weights": {}} for c in ("text", "image", "text+image")}
+    conditions = {
+        c: {"accuracy": 1.0, "macro_f1": 1.0, "weights": {}, "modality": None, "groups": []}
+        for c in ("text", "image", "text+image")
+    }
     return {
         "seed": seed,
         "split": {"test_images": 4},

@@ -11,6 +11,8 @@ from kbservice.recommend.group_selection import FEATURE_GROUPS, Example, fit_sel
 
 NAMES = [*evidence.EVIDENCE_FEATURES, *evidence.LLM_FEATURES]
 CANDIDATES = 8
+# The groups these examples have columns for (not the model's text-alone scores: requests without images).
+GROUPS = {g for g, names in FEATURE_GROUPS.items() if any(n in NAMES for n in names)}
 
 
 def _examples(n: int, *, signal: dict[str, float], seed: int = 0) -> list[Example]:
@@ -52,7 +54,7 @@ def test_the_path_that_ends_lower_out_of_fold_is_chosen(signal: dict[str, float]
     assert selection.why.startswith("forward selection" if lower is forward else "backward elimination")
     # The shrinkage is then chosen out of fold too: never worse than the path's own default.
     assert selection.out_of_fold_nll is not None and selection.out_of_fold_nll <= lower["out_of_fold_nll"] + 1e-9
-    unused = [n for g, names in FEATURE_GROUPS.items() if g not in selection.groups for n in names]
+    unused = [n for g, names in FEATURE_GROUPS.items() if g not in selection.groups for n in names if n in NAMES]
     assert all(fusion.weights[n] == 0.0 for n in unused)
     informative = {n for n in signal}
     assert all(fusion.weights[n] > 0 for n in informative if any(n in FEATURE_GROUPS[g] for g in selection.groups))
@@ -75,7 +77,7 @@ def test_the_margin_decides_whether_a_weak_group_enters_or_leaves() -> None:
     assert _final(loose, "forward")["groups"] == ["classifier", "language_model"]
     assert _final(strict, "forward")["groups"] == ["classifier"]  # the model's gain is below 0.5 nats
     # ... and with so strict a margin no group earns its removal either: backward keeps every group
-    assert len(_final(strict, "backward")["groups"]) == len(FEATURE_GROUPS)
+    assert set(_final(strict, "backward")["groups"]) == GROUPS
 
 
 def test_selection_is_deterministic() -> None:
@@ -97,7 +99,7 @@ def test_too_few_cases_to_cross_validate_keeps_every_informative_group_and_says_
     examples = _examples(12, signal={"dense_vote": 2.0})
     fusion, selection = fit_selected(examples, NAMES, margin=0.005)
     assert selection.out_of_fold_nll is None and "too few" in selection.why
-    assert set(selection.groups) == set(FEATURE_GROUPS)  # every group varies across candidates here
+    assert set(selection.groups) == GROUPS  # every group varies across candidates here
     assert fusion.weights["dense_vote"] > 0
 
 
@@ -109,7 +111,8 @@ def test_no_usable_example_is_an_error() -> None:
 def test_without_a_margin_every_informative_group_enters_as_before_selection() -> None:
     # recommend.fusion_group_margin unset: the fusion is fitted on every informative group (the model's
     # scores carry a weak signal, so their fitted weight is positive when they take part in the fit).
+    # With the modality choice off too (these examples' image features are noise, which it would leave out).
     examples = _examples(160, signal={"dense_vote": 2.0, "llm_mean_logprob": 0.3})
-    fusion, selection = fit_selected(examples, NAMES, margin=None)
-    assert set(selection.groups) == set(FEATURE_GROUPS) and "selection is off" in selection.why
+    fusion, selection = fit_selected(examples, NAMES, margin=None, modality_margin=None)
+    assert set(selection.groups) == GROUPS and "selection is off" in selection.why
     assert fusion.weights["dense_vote"] > 0 and any(fusion.weights[n] != 0 for n in evidence.LLM_FEATURES)

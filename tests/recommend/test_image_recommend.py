@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kbservice.errors import InvalidRequestError
 from kbservice.learn.update import run_update_cycle
+from kbservice.llm.soft_tokens import IMAGE_SLOT
+from kbservice.recommend import evidence
 from kbservice.recommend.answer import recommend, replay
 from kbservice.recommend.describe import describe_images
+from kbservice.recommend.fusion import Fusion
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.services import Services
 from kbservice.types import RequestImage
@@ -35,7 +39,9 @@ def test_images_are_unused_until_an_encoder_exists(imaging_services: Services, t
         recommend(services, RecommendationRequest(findings=""), actor="test")
 
 
-def test_after_a_cycle_images_bring_similar_cases_and_soft_tokens(imaging_services: Services, tmp_path: Path) -> None:
+def test_after_a_cycle_images_bring_similar_cases_and_soft_tokens(
+    imaging_services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     services = imaging_services
     ingest_image_cases(services, tmp_path, 40)
     report = run_update_cycle(services, triggered_by="test")
@@ -71,6 +77,24 @@ def test_after_a_cycle_images_bring_similar_cases_and_soft_tokens(imaging_servic
     assert with_image.matrix[:, column].sum() > 0 and without.matrix[:, column].sum() == 0
     llm = with_image.names.index("llm_total_logprob")
     assert not (with_image.matrix[:, llm] == without.matrix[:, llm]).all()
+    # ... and the model's text-alone scores of the request with the image are exactly the request without it
+    # (no image tokens, no similar-image cases in that prompt); without an image they copy the model's.
+    text_alone = [with_image.names.index(n) for n in evidence.LLM_TEXT_FEATURES]
+    model = [with_image.names.index(n) for n in evidence.LLM_FEATURES]
+    np.testing.assert_array_equal(with_image.matrix[:, text_alone], without.matrix[:, model])
+    np.testing.assert_array_equal(without.matrix[:, text_alone], without.matrix[:, model])
+    # A fusion that gives the text-alone scores no weight does not pay for their model pass.
+    passes = []
+    score_candidates = services.generator.score_candidates
+    monkeypatch.setattr(
+        services.generator, "score_candidates", lambda *a, **k: passes.append(a[0]) or score_candidates(*a, **k)
+    )
+    unweighted = Fusion(weights=dict(evidence.DEFAULT_WEIGHTS))
+    cheap = services.recommender.features(services.recommender.clean_request(request), adapter="a1", fusion=unweighted)
+    assert len(passes) == 1 and not cheap.matrix[:, text_alone].any()
+    np.testing.assert_array_equal(cheap.matrix[:, model], with_image.matrix[:, model])
+    services.recommender.features(services.recommender.clean_request(request), adapter="a1")
+    assert len(passes) == 3 and passes[2] != passes[1] and IMAGE_SLOT not in passes[2]
 
     draft = describe_images(services, (_image(),), actor="test")
     assert draft["image_tokens"] and draft["encoder_version"] == "e1" and draft["adapter_version"] == "a1"
