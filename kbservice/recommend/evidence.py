@@ -37,8 +37,8 @@ MENTION_FEATURES = ("mention_affirmed", "mention_negated", "mention_uncertain")
 CLASSIFIER_FEATURES = ("classifier_logprob", "classifier_unseen")
 LLM_FEATURES = ("llm_mean_logprob", "llm_total_logprob")
 # The same scores from the request's text alone (no image tokens, no similar-image cases in the prompt): for a
-# request with images, what the model says without them, so the fusion can weigh the two apart; for a request
-# without images, a copy of LLM_FEATURES.
+# request with images, what the model says without them, so the fusion can weigh the two apart (0 for a request
+# with images only: there is no text); for a request without images, a copy of LLM_FEATURES.
 LLM_TEXT_FEATURES = ("llm_text_mean_logprob", "llm_text_total_logprob")
 MODEL_FEATURES = (*LLM_FEATURES, *LLM_TEXT_FEATURES)
 # Evidence that comes from the stored cases by retrieval alone (no learned model): the poisoning guard and

@@ -21,8 +21,8 @@ class Evidence:
     retrieval: RetrievalRecord
     retrieve_s: float
     images: tuple[np.ndarray, ...] = ()  # the request's normalised images (soft tokens, when the adapter can)
-    # For a request with images: the same prompt without them (no image slot, no similar-image cases), for the
-    # model's text-alone scores (evidence.LLM_TEXT_FEATURES); None without images (the prompt is text alone).
+    # For a request with images and text: the same prompt without the images (no image slot, no similar-image
+    # cases), for the model's text-alone scores (evidence.LLM_TEXT_FEATURES); None otherwise.
     text_prompt: str | None = None
 
 

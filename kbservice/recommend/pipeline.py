@@ -140,7 +140,8 @@ class Recommender:
         patient = render_patient(request.findings, history=request.history, age=request.age, sex=request.sex)
         text_prompt = None
         if request.images:
-            text_prompt = self.diagnosis_prompt(patient, text_sources)
+            if case_text(request):  # an image-only request has no text to score alone
+                text_prompt = self.diagnosis_prompt(patient, text_sources)
             patient = f"Image: {IMAGE_SLOT}\n{patient}"
         return Evidence(
             version=version,
@@ -199,13 +200,15 @@ class Recommender:
 
     def score(self, found: Evidence, adapter: str | None, *, fusion: Fusion | None = None) -> Features:
         """Adds the model's scores of every candidate (with `adapter`) to the evidence: from the whole prompt,
-        and for a request with images also from its text alone (a second pass, skipped when `fusion` gives
-        those features no weight; their columns are then 0)."""
+        and for a request with images and text also from its text alone (a second pass; its columns are 0 for
+        a request with images only, and when `fusion` gives them no weight the pass is skipped and they are 0
+        too)."""
         started = time.perf_counter()
         llm_matrix = self.model_scores(found.prompt, found.candidates, adapter, images=found.images)
-        if found.text_prompt is None:
+        unweighted = fusion is not None and not any(fusion.weights.get(n, 0.0) for n in evidence.LLM_TEXT_FEATURES)
+        if not found.images:
             text_matrix = llm_matrix  # no image: the whole prompt is the text alone
-        elif fusion is not None and not any(fusion.weights.get(n, 0.0) for n in evidence.LLM_TEXT_FEATURES):
+        elif found.text_prompt is None or unweighted:
             text_matrix = np.zeros_like(llm_matrix)
         else:
             text_matrix = self.model_scores(found.text_prompt, found.candidates, adapter, images=())

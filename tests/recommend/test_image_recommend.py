@@ -95,6 +95,10 @@ def test_after_a_cycle_images_bring_similar_cases_and_soft_tokens(
     np.testing.assert_array_equal(cheap.matrix[:, model], with_image.matrix[:, model])
     services.recommender.features(services.recommender.clean_request(request), adapter="a1")
     assert len(passes) == 3 and passes[2] != passes[1] and IMAGE_SLOT not in passes[2]
+    # An image-only request has no text to score alone: one pass, and those columns say nothing.
+    image_only = RecommendationRequest(findings="", images=(_image(),))
+    only = services.recommender.features(services.recommender.clean_request(image_only), adapter="a1")
+    assert len(passes) == 4 and not only.matrix[:, text_alone].any()
 
     draft = describe_images(services, (_image(),), actor="test")
     assert draft["image_tokens"] and draft["encoder_version"] == "e1" and draft["adapter_version"] == "a1"
