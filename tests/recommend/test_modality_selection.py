@@ -54,6 +54,8 @@ def test_an_image_of_pure_noise_is_left_out_and_the_fusion_is_text_alone() -> No
     assert selection.modality == "text"
     assert selection.groups == ["similar_cases", "language_model_text"]
     assert [s["modality"] for s in selection.steps] == ["text", "image", "text and image"]
+    # Chosen again inside each fold, text is chosen there too: the nested loss is text's own.
+    assert selection.modality_nested_nll == selection.steps[0]["out_of_fold_nll"] == selection.out_of_fold_nll
     assert all(fused.weights[n] == 0.0 for n in (*evidence.IMAGE_FEATURES, *evidence.LLM_FEATURES))
     # New patients get exactly the answer their text alone gets.
     for with_image, without in zip(_cases(60, seed=9, image=0.0), _cases(60, seed=9, image=None), strict=True):
@@ -68,6 +70,8 @@ def test_images_that_carry_the_label_are_chosen_with_the_text() -> None:
     assert selection.modality == "text and image"
     assert {"similar_images", "similar_cases"} <= set(selection.groups)
     assert fused.weights["image_vote"] > 0
+    text_loss = selection.steps[0]["out_of_fold_nll"]
+    assert selection.modality_nested_nll is not None and selection.modality_nested_nll < text_loss
     assert _nll(fused, _cases(200, seed=2, image=1.5)) < _nll(text_only, _cases(200, seed=2, image=None)) - 0.05
 
 
@@ -94,8 +98,12 @@ def test_the_modality_choice_is_deterministic() -> None:
 
 def test_without_a_modality_margin_both_modalities_enter() -> None:
     _, selection = fit_selected(_cases(150, seed=0, image=0.0), NAMES, margin=None, modality_margin=None)
-    assert selection.modality is None and "similar_images" in selection.groups
-    assert "language_model" in selection.groups and "language_model_text" in selection.groups
+    assert selection.modality is None and selection.modality_nested_nll is None
+    assert (
+        "similar_images" in selection.groups
+        and "language_model" in selection.groups
+        and "language_model_text" in selection.groups
+    )
 
 
 def test_text_only_cases_fit_as_they_did_before_the_model_scores_were_split() -> None:
@@ -107,7 +115,8 @@ def test_text_only_cases_fit_as_they_did_before_the_model_scores_were_split() ->
     for margin in (None, 0.005):
         fusion, selection = fit_selected(cases, NAMES, margin=margin)
         earlier, earlier_selection = fit_selected(older, before, margin=margin)
-        assert selection.modality is None and "language_model_text" not in selection.groups
+        assert selection.modality is None and selection.modality_nested_nll is None
+        assert "language_model_text" not in selection.groups
         assert selection.groups == earlier_selection.groups
         assert {n: fusion.weights[n] for n in before} == earlier.weights
         assert all(fusion.weights[n] == 0.0 for n in evidence.LLM_TEXT_FEATURES)
