@@ -70,9 +70,9 @@ class RecommendSettings(BaseModel):
     # group enters. Measured: on DDXPlus 0.005 lifted accuracy 0.987 -> 0.995 (above TF-IDF + LR), but on
     # symptom2disease it kept only similar cases and fell 0.992 -> 0.972, so it stays off until it does not.
     fusion_group_margin: float | None = Field(None, ge=0)
-    # Modality choice, for held-out cases with both text and image evidence: text and image enter together
-    # only if together they lower the out-of-fold log-loss per case by this much (and by a standard error)
-    # below the better of text alone and image alone. None: both always enter.
+    # Modality choice, for held-out cases with both text and image evidence: text alone holds unless image
+    # alone, and then both together, lower the out-of-fold log-loss per case by this much (and by a standard
+    # error). None: both always enter.
     fusion_modality_margin: float | None = Field(0.0, ge=0)
 
 
