@@ -140,13 +140,15 @@ def fusion_benchmark(
     started = time.perf_counter()
     cycle = run_update_cycle(services, triggered_by="bench-fusion", progress=progress)
     cycle_s = time.perf_counter() - started
+    # Without a promoted encoder there is no image evidence to compare. Without a promoted adapter (its gate
+    # rejected the candidate: with vitals-only text that happens) the service answers with the base model,
+    # whose prompt has no image tokens but still holds the similar-image cases: every condition is scored on
+    # that, and the fusion is fitted on the candidate's held-out cases (the cycle's split, judged by no one).
+    if (cycle.encoder or {}).get("status") != "promoted" or cycle.adapter_version is None:
+        return {"cycle": cycle.to_json(), "error": "the update cycle promoted no encoder or trained no adapter"}
     adapter = services.serving_adapter(None)
-    # A candidate adapter that the gate rejected still has a version: only a champion has image tokens to
-    # score with, and held-out cases to fit the fusion on.
-    if (cycle.encoder or {}).get("status") != "promoted" or adapter is None:
-        return {"cycle": cycle.to_json(), "error": "the update cycle did not promote an encoder and an adapter"}
     version = services.retriever.resolve_version(None)
-    heldout_ids = services.adapter_store.get(adapter)["heldout_case_ids"] if adapter else []
+    heldout_ids = services.adapter_store.get(cycle.adapter_version)["heldout_case_ids"]
     heldout = list(services.case_store.by_case_ids(heldout_ids).values())
     stored_images = case_images(services, heldout)
     recommender = services.recommender
@@ -235,10 +237,12 @@ def fusion_benchmark(
             "encoder": cycle.encoder.get("status"),
             "encoder_metrics": (cycle.encoder.get("metrics") or {}).get("candidate"),
             "adapter": cycle.adapter_version,
+            "adapter_status": cycle.adapter_status,
             "image_fusion": cycle.image_fusion,
             "training": cycle.training,
         },
         "recommend_latency": latency,
+        "served_adapter": adapter,  # None: the candidate was rejected and the base model answered
         "test_answers": {"truth": [r["label"] for r in test]} | answers,
         "seed": seed,
         "text": text,

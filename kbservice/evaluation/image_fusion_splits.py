@@ -42,7 +42,8 @@ def repeated_fusion_benchmark(
 ) -> dict[str, Any]:
     """Runs `fusion_benchmark` on `seeds` patient-level splits (seeds first_seed, first_seed + 1, ...), each
     on a fresh temporary knowledge base, and summarises them; `recommend` latency is timed on the first. A
-    split whose update cycle promotes no encoder or no adapter is listed under "failed" and left out.
+    split whose update cycle promotes no encoder (or trains no adapter) is listed under "failed" and left out;
+    one whose adapter the gate rejected is scored on the base model, as the service would answer.
     `features_dir`: also write each split's features there (split-SEED.pkl), for offline analysis."""
     progress = progress or NoProgress()
     runs, splits, failed = [], [], []
@@ -99,6 +100,7 @@ def repeated_fusion_benchmark(
                     for condition in CONDITIONS
                 },
                 "encoder_metrics": run["update_cycle"]["encoder_metrics"],
+                "served_adapter": run["served_adapter"],
             }
             for run in runs
         ],

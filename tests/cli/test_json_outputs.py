@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from kbservice.learn import update
+from kbservice.learn.judging import Verdict
 from tests.cli.runner import Cli
 from tests.cli.snapshots import check_json_keys
 from tests.conftest import SHARED_DATA
@@ -121,6 +125,28 @@ def test_image_fusion_eval(run: Cli, tmp_path: Path) -> None:
     (tmp_path / "covid").mkdir()
     result = run.json("eval", "image-fusion", "--data", str(_covid_like(tmp_path / "covid")))
     check_json_keys("eval image-fusion", result)
+
+
+def test_a_split_whose_adapter_the_gate_rejects_is_scored_on_the_base_model(
+    run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With vitals-only text the adapter gate rejected 2 of 5 COVID-19 splits (ECE worse by more than the
+    # margin); the service then answers with the base model and the promoted encoder, and so must the eval.
+    judge = update.judge_candidate
+
+    def rejecting(*args: Any, **kwargs: Any) -> Verdict:
+        verdict = judge(*args, **kwargs)
+        return replace(verdict, gate=replace(verdict.gate, passed=False, reasons=["rejected by the test"]))
+
+    monkeypatch.setattr(update, "judge_candidate", rejecting)
+    (tmp_path / "covid").mkdir()
+    result = run.json("eval", "image-fusion", "--data", str(_covid_like(tmp_path / "covid")))
+    assert "error" not in result, result.get("error")
+    assert result["update_cycle"]["adapter_status"] == "rejected" and result["served_adapter"] is None
+    assert result["update_cycle"]["encoder"] == "promoted"
+    assert result["split"]["calibration_cases"] > 0
+    image_weights = result["conditions"]["image"]["weights"]
+    assert any(image_weights[name] for name in ("image_vote", "image_best", "image_best_sharp"))
 
 
 def test_image_fusion_eval_over_repeated_splits_with_vitals_only(run: Cli, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Repeated fusion splits: a split whose update cycle fails its gate is reported and left out, not fatal."""
+"""Repeated fusion splits: a split whose update cycle promotes no encoder is reported and left out, not fatal."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from kbservice.config import Settings
 from kbservice.evaluation import image_fusion_splits
 
-REJECTED = "the update cycle did not promote an encoder and an adapter"
+REJECTED = "the update cycle promoted no encoder or trained no adapter"
 
 
 def _run(seed: int) -> dict[str, Any]:
@@ -25,6 +25,7 @@ def _run(seed: int) -> dict[str, Any]:
         "conditions": conditions,
         "update_cycle": {"encoder_metrics": None},
         "recommend_latency": {},
+        "served_adapter": "a1",
         "test_answers": {"truth": truth, "text": truth, "image": truth, "text+image": truth},
     }
 
