@@ -143,7 +143,7 @@ def fusion_benchmark(
     # Without a promoted encoder there is no image evidence to compare. Without a promoted adapter (its gate
     # rejected the candidate: with vitals-only text that happens) the service answers with the base model,
     # whose prompt has no image tokens but still holds the similar-image cases: every condition is scored on
-    # that, and the fusion is fitted on the candidate's held-out cases (the cycle's split, judged by no one).
+    # that, and the fusion is fitted on the rejected candidate's held-out cases (no model was trained on them).
     if (cycle.encoder or {}).get("status") != "promoted" or cycle.adapter_version is None:
         return {"cycle": cycle.to_json(), "error": "the update cycle promoted no encoder or trained no adapter"}
     adapter = services.serving_adapter(None)
