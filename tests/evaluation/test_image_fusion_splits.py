@@ -10,7 +10,7 @@ import pytest
 from kbservice.config import Settings
 from kbservice.evaluation import image_fusion_splits
 
-REJECTED = "the update cycle promoted no encoder or trained no adapter"
+NO_ENCODER = "the update cycle promoted no encoder or trained no adapter"
 
 
 def _run(seed: int) -> dict[str, Any]:
@@ -35,12 +35,12 @@ def test_a_failed_split_is_listed_and_the_others_are_summarised(
 ) -> None:
     def fake_benchmark(settings: Settings, folder: Path, *, seed: int, **kwargs: Any) -> dict[str, Any]:
         if seed == 1:
-            return {"cycle": {"status": "rejected"}, "error": REJECTED}
+            return {"cycle": {"status": "rejected"}, "error": NO_ENCODER}
         return _run(seed)
 
     monkeypatch.setattr(image_fusion_splits, "fresh_fusion_benchmark", fake_benchmark)
     summary = image_fusion_splits.repeated_fusion_benchmark(Settings(data_dir=tmp_path), tmp_path, seeds=3)
     assert summary["seeds"] == [0, 2]
-    assert summary["failed"] == [{"seed": 1, "error": REJECTED, "cycle_status": "rejected"}]
+    assert summary["failed"] == [{"seed": 1, "error": NO_ENCODER, "cycle_status": "rejected"}]
     assert summary["conditions"]["text+image"]["accuracy_mean"] == 1.0
     assert image_fusion_splits.repeated_fusion_benchmark(Settings(data_dir=tmp_path), tmp_path, seeds=2)["error"]
