@@ -7,7 +7,7 @@ the COVID-19 test patients of `eval image-fusion`'s patient-level splits.
 Per split: the encoder trained from scratch on the training patients' images (what the update cycle trains
 by default), then, for each pool, SimCLR pre-training on that pool without labels followed by the same
 fine-tuning. Pools: `train` (the training patients' images: what the update cycle pre-trains on when the
-knowledge base holds only them) and `all` (those plus the set's 73 unlabelled "todo" X-rays and the 2,428
+knowledge base holds only them) and `all` (those plus the set's 78 unlabelled "todo" X-rays and the 2,428
 PneumoniaMNIST training images at the encoder's input size: a knowledge base that also stores other chest
 films). Scored by the encoder's class head (argmax) on the test patients: accuracy, macro-F1, per-class
 recall. Prints one JSON line per split.
