@@ -23,9 +23,23 @@ from kbservice.progress import NoProgress, Progress
 FUSED = "text+image"
 
 
-def _indices(answers: list[str]) -> np.ndarray:
+def class_indices(answers: list[str]) -> np.ndarray:
     """Class indices of answers (-1: an answer outside the three classes, never right)."""
     return np.asarray([LABELS.index(a) if a in LABELS else -1 for a in answers], dtype=np.int64)
+
+
+def summarise(splits: list[SplitDecisions]) -> dict[str, Any]:
+    """Mean and spread per condition, fused minus each single modality (paired bootstrap), per-class recall."""
+    classes = len(LABELS)
+    return {
+        "conditions": condition_summary(splits, classes),
+        "fused_minus": {
+            single: paired_differences(splits, condition=FUSED, against=single, classes=classes)
+            for single in CONDITIONS
+            if single != FUSED
+        },
+        "per_class_recall": per_class_recall(splits, LABELS),
+    }
 
 
 def repeated_fusion_benchmark(
@@ -68,26 +82,19 @@ def repeated_fusion_benchmark(
         answers = run.pop("test_answers")
         splits.append(
             SplitDecisions(
-                truth=_indices(answers["truth"]),
-                answers={condition: _indices(answers[condition]) for condition in CONDITIONS},
+                truth=class_indices(answers["truth"]),
+                answers={condition: class_indices(answers[condition]) for condition in CONDITIONS},
             )
         )
         runs.append(run)
     if len(splits) < 2:
         return {"text": text, "error": f"{len(splits)} of {seeds} splits could be scored; need 2", "failed": failed}
-    classes = len(LABELS)
     return {
         "text": text,
         "seeds": [run["seed"] for run in runs],
         "failed": failed,
         "test_fraction": test_fraction,
-        "conditions": condition_summary(splits, classes),
-        "fused_minus": {
-            single: paired_differences(splits, condition=FUSED, against=single, classes=classes)
-            for single in CONDITIONS
-            if single != FUSED
-        },
-        "per_class_recall": per_class_recall(splits, LABELS),
+        **summarise(splits),
         "splits": [
             {
                 "seed": run["seed"],

@@ -19,24 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from kbservice.evaluation.image_fusion import CONDITIONS, LABELS
-from kbservice.evaluation.paired_bootstrap import (
-    SplitDecisions,
-    condition_summary,
-    paired_differences,
-    per_class_recall,
-)
+from kbservice.evaluation.image_fusion import CONDITIONS
+from kbservice.evaluation.image_fusion_splits import FUSED, class_indices, summarise
+from kbservice.evaluation.paired_bootstrap import SplitDecisions
 from kbservice.recommend import evidence, group_selection
-
-FUSED = "text+image"
 
 
 def _margin(text: str) -> float | None:
     return None if text == "none" else float(text)
-
-
-def _indices(answers: list[str]) -> np.ndarray:
-    return np.asarray([LABELS.index(a) if a in LABELS else -1 for a in answers], dtype=np.int64)
 
 
 def replay_split(
@@ -58,11 +48,11 @@ def replay_split(
         if condition == FUSED:
             modality = selection.modality
         tests = saved[condition]["test"]
-        answers[condition] = _indices(
+        answers[condition] = class_indices(
             [candidates[int(np.argmax(fusion.probabilities(matrix, n)))] for candidates, n, matrix, _ in tests]
         )
         truth = [label for *_, label in tests]
-    return SplitDecisions(truth=_indices(truth), answers=answers), modality
+    return SplitDecisions(truth=class_indices(truth), answers=answers), modality
 
 
 def main() -> None:
@@ -83,21 +73,7 @@ def main() -> None:
         )
         splits.append(split)
         chosen[path.stem] = modality
-    classes = len(LABELS)
-    print(
-        json.dumps(
-            {
-                "conditions": condition_summary(splits, classes),
-                "fused_minus": {
-                    single: paired_differences(splits, condition=FUSED, against=single, classes=classes)
-                    for single in CONDITIONS
-                    if single != FUSED
-                },
-                "per_class_recall": per_class_recall(splits, LABELS),
-                "modality": chosen,
-            }
-        )
-    )
+    print(json.dumps(summarise(splits) | {"modality": chosen}))
 
 
 if __name__ == "__main__":
