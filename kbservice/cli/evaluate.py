@@ -99,6 +99,15 @@ def eval_image_fusion(
             "split.",
         ),
     ] = None,
+    unlabelled: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--unlabelled",
+            help="Also store chest films without a diagnosis as unlabelled image cases, for the encoder's "
+            "self-supervised pre-training (set KB_IMAGING__CNN_PRETRAIN_EPOCHS): 'todo' (this set's X-rays "
+            "with no finding) or a MedMNIST .npz file (its train_images). Repeatable.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Text alone, image alone and text + image on COVID-19 chest X-rays (three classes, patient-level
@@ -106,9 +115,14 @@ def eval_image_fusion(
     patients; each condition's fusion is fitted on the cycle's held-out cases; macro-F1 and accuracy on the
     test patients, and `recommend` latency with an image."""
     from kbservice.evaluation.image_fusion import TEXT_SETTINGS, fresh_fusion_benchmark
+    from kbservice.evaluation.unlabelled_images import check_sources
 
     if text not in TEXT_SETTINGS:
         raise typer.BadParameter(f"choose one of {', '.join(TEXT_SETTINGS)}", param_hint="--text")
+    try:
+        check_sources(unlabelled or ())
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--unlabelled") from None
     if seeds > 1:
         if features_out is not None:
             features_out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +137,7 @@ def eval_image_fusion(
             test_fraction=test_fraction,
             progress=progress(),
             features_dir=features_out,
+            unlabelled=unlabelled or (),
         )
         _print_repeated_fusion(summary, as_json=as_json)
         return
@@ -134,6 +149,7 @@ def eval_image_fusion(
         text=text,
         progress=progress(),
         features_out=features_out,
+        unlabelled=unlabelled or (),
     )
     if as_json:
         print_json(result)

@@ -66,8 +66,9 @@ class ImageStore:
         with self.engine.connect() as conn:
             return {row.id: _pixels(row) for row in conn.execute(query)}
 
-    def valid(self, *, as_of: int) -> list[tuple[int, int]]:
-        """(image id, case id) of every image whose case is valid at version `as_of`, by image id."""
+    def valid(self, *, as_of: int, kind: str | None = None) -> list[tuple[int, int]]:
+        """(image id, case id) of every image whose case is valid at version `as_of`, by image id; with
+        `kind`, of cases of that document kind only ("case": the labelled ones, which are evidence)."""
         query = (
             select(images.c.id, images.c.case_id)
             .join(cases, cases.c.case_id == images.c.case_id)
@@ -75,6 +76,8 @@ class ImageStore:
             .where(valid_at(documents, as_of))
             .order_by(images.c.id)
         )
+        if kind is not None:
+            query = query.where(documents.c.kind == kind)
         with self.engine.connect() as conn:
             return [(image_id, case_id) for image_id, case_id in conn.execute(query)]
 

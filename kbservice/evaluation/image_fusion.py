@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from kbservice.classification import Decision, classification_metrics
 from kbservice.evaluation.case_batches import ingest_timed
+from kbservice.evaluation.unlabelled_images import unlabelled_case_file
 from kbservice.imaging.prepare import request_pixels
 from kbservice.learn.cycle_data import case_images
 from kbservice.learn.update import run_update_cycle
@@ -121,10 +123,12 @@ def fusion_benchmark(
     latency_requests: int = 20,
     progress: Progress | None = None,
     features_out: Path | None = None,
+    unlabelled: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Trains encoder and adapter (with its projector) on the train patients through the update cycle, fits
     each condition's fusion weights on the cycle's held-out cases, and scores text, image and both on the
-    test patients."""
+    test patients. `unlabelled`: sources of chest films stored first as unlabelled image cases
+    (evaluation.unlabelled_images), which only the encoder's self-supervised pre-training reads."""
     progress = progress or NoProgress()
     rows = covid_rows(folder.resolve(), text=text)  # the case file lives elsewhere: image paths must be absolute
     train, test = patient_split(rows, test_fraction=test_fraction, seed=seed)
@@ -134,6 +138,10 @@ def fusion_benchmark(
         | ({"sex": r["sex"]} if r["sex"] else {})
         for n, r in enumerate(train)
     ]
+    unlabelled_counts: list[dict[str, Any]] = []
+    if unlabelled:
+        pool, unlabelled_counts = unlabelled_case_file(unlabelled, covid_folder=folder.resolve(), workdir=workdir)
+        ingest_timed(services, pool, progress)
     path = workdir / "covid_train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     ingest_s, ingested = ingest_timed(services, path, progress)
@@ -230,12 +238,20 @@ def fusion_benchmark(
             "calibration_cases": len(heldout),
         },
         "conditions": results,
-        "ingest": {"images": ingested, "seconds": round(ingest_s, 1), "images_per_s": round(ingested / ingest_s, 1)},
+        "ingest": {
+            "images": ingested,
+            "seconds": round(ingest_s, 1),
+            "images_per_s": round(ingested / ingest_s, 1),
+            "unlabelled_images": unlabelled_counts,
+        },
         "update_cycle": {
             "seconds": round(cycle_s, 1),
             "status": cycle.status,
             "encoder": cycle.encoder.get("status"),
             "encoder_metrics": (cycle.encoder.get("metrics") or {}).get("candidate"),
+            # What the self-supervised pre-training read and reached, without its per-epoch history (None: off).
+            "encoder_pretraining": {k: v for k, v in (cycle.encoder.get("pretraining") or {}).items() if k != "history"}
+            or None,
             "adapter": cycle.adapter_version,
             "adapter_status": cycle.adapter_status,
             "image_fusion": cycle.image_fusion,

@@ -5,6 +5,7 @@ splits, each on fresh services, summarised as mean and spread per condition and 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,14 @@ def repeated_fusion_benchmark(
     latency_requests: int = 20,
     progress: Progress | None = None,
     features_dir: Path | None = None,
+    unlabelled: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Runs `fusion_benchmark` on `seeds` patient-level splits (seeds first_seed, first_seed + 1, ...), each
     on a fresh temporary knowledge base, and summarises them; `recommend` latency is timed on the first. A
     split whose update cycle promotes no encoder (or trains no adapter) is listed under "failed" and left out;
     one whose adapter the gate rejected is scored on the base model, as the service would answer.
-    `features_dir`: also write each split's features there (split-SEED.pkl), for offline analysis."""
+    `features_dir`: also write each split's features there (split-SEED.pkl), for offline analysis.
+    `unlabelled`: as `fusion_benchmark`'s, stored in every split."""
     progress = progress or NoProgress()
     runs, splits, failed = [], [], []
     started = time.perf_counter()
@@ -74,6 +77,7 @@ def repeated_fusion_benchmark(
                 latency_requests=latency_requests if number == 0 else 0,
                 progress=progress,
                 features_out=features_dir / f"split-{seed}.pkl" if features_dir else None,
+                unlabelled=unlabelled,
             )
             advance(1)
         if "error" in run:  # one split's update cycle can fail its gate: the others still count
@@ -91,6 +95,7 @@ def repeated_fusion_benchmark(
         return {"text": text, "error": f"{len(splits)} of {seeds} splits could be scored; need 2", "failed": failed}
     return {
         "text": text,
+        "unlabelled_images": runs[0]["ingest"]["unlabelled_images"],
         "seeds": [run["seed"] for run in runs],
         "failed": failed,
         "test_fraction": test_fraction,
@@ -107,6 +112,7 @@ def repeated_fusion_benchmark(
                     for condition in CONDITIONS
                 },
                 "encoder_metrics": run["update_cycle"]["encoder_metrics"],
+                "encoder_pretraining": run["update_cycle"]["encoder_pretraining"],
                 "served_adapter": run["served_adapter"],
             }
             for run in runs

@@ -23,6 +23,7 @@ from kbservice.imaging.registry import EncoderRegistry
 from kbservice.index.faiss_index import build_index, read_index
 from kbservice.index.protocols import VectorIndex
 from kbservice.progress import Advance
+from kbservice.types import CASE_KIND
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class ImageSimilarity:
         exclude_case_ids: Sequence[int] = (),
         wait: bool = False,
     ) -> tuple[str | None, list[ImageHit]]:
-        """(encoder version, best-first images of cases valid at `as_of`, one per case, nearest to any
+        """(encoder version, best-first images of labelled cases valid at `as_of`, one per case, nearest to any
         of `images`). (None, []) when no encoder exists yet. Right after a new champion encoder, the
         previous one answers until its index is built (`wait`: build it now instead)."""
         built = self.current(wait=wait)
@@ -146,7 +147,9 @@ class ImageSimilarity:
     def search(
         self, built: _Built, vectors: np.ndarray, *, k: int, as_of: int, exclude_case_ids: Sequence[int] = ()
     ) -> list[ImageHit]:
-        valid = dict(self.images.valid(as_of=as_of))
+        # Unlabelled cases' images are indexed (an encoder may learn from them) but never returned: they
+        # have no diagnosis to vote for.
+        valid = dict(self.images.valid(as_of=as_of, kind=CASE_KIND))
         excluded = set(exclude_case_ids)
         best: dict[int, ImageHit] = {}
         with built.lock:

@@ -153,7 +153,7 @@ def validate_row(record: dict[str, Any], *, labeled_by: str | None, max_chars: i
         history=texts["history"],
         age=_age(record.get("age")),
         sex=_sex(record.get("sex")),
-        diagnosis=_labels(record.get("diagnosis")),
+        diagnosis=_labels(record.get("diagnosis"), has_images=bool(images)),
         treatment=texts["treatment"],
         images=images,
         labeled_by=_optional_name(record.get("labeled_by")) or labeled_by,
@@ -192,9 +192,14 @@ def _sex(value: Any) -> str | None:
     return sex
 
 
-def _labels(value: Any) -> list[str]:
+def _labels(value: Any, *, has_images: bool) -> list[str]:
     if value is None or value == []:
-        raise RowError("field 'diagnosis' is missing; every case needs at least one label")
+        if has_images:  # an unlabelled image case: its images still teach the encoder without labels
+            return []
+        raise RowError(
+            "field 'diagnosis' is missing; a case needs at least one label (only a case with images may have "
+            "none: it is stored unlabelled, for the image encoder's self-supervised pre-training)"
+        )
     labels = [value] if isinstance(value, str) else value
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise RowError("field 'diagnosis' must be a string or a list of strings")

@@ -23,7 +23,14 @@ from kbservice.ingest import deid
 from kbservice.ingest.case_files import FREE_TEXT_FIELDS, CaseDraft, parse_case_file
 from kbservice.ingest.case_images import prepare_case_images
 from kbservice.progress import NoProgress, Progress
-from kbservice.types import ChunkDraft, IngestReport, ParsedDocument, PreparedDocument
+from kbservice.types import (
+    CASE_KIND,
+    UNLABELLED_CASE_KIND,
+    ChunkDraft,
+    IngestReport,
+    ParsedDocument,
+    PreparedDocument,
+)
 
 
 def deidentify(draft: CaseDraft) -> CaseDraft:
@@ -45,7 +52,8 @@ def deidentify(draft: CaseDraft) -> CaseDraft:
 
 
 def case_document(draft: CaseDraft, *, source: str) -> tuple[ParsedDocument, str]:
-    """The case as a document of kind "case" (its text is what similarity search embeds) and its hash."""
+    """The case as a document of kind "case" (its text is what similarity search embeds), or, without a
+    diagnosis, of kind "unlabelled_case" (never retrieved as evidence), and its hash."""
     text = draft.embed_text()
     content_hash = hashlib.sha256(json.dumps(draft.fields(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     doc = ParsedDocument(
@@ -54,7 +62,7 @@ def case_document(draft: CaseDraft, *, source: str) -> tuple[ParsedDocument, str
         title=f"Case {draft.id}",
         text=text,
         format="case",
-        kind="case",
+        kind=CASE_KIND if draft.diagnosis else UNLABELLED_CASE_KIND,
     )
     return doc, content_hash
 

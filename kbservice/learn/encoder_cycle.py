@@ -223,9 +223,9 @@ def _pretrained(
     progress: Progress,
     check_lease: Callable[[], None],
 ) -> tuple[Any, dict[str, Any]]:
-    """A network pre-trained without labels on every image of a case valid at `version` except the gate's
-    cases (they judge the result, so the encoder must not have seen them, labelled or not), and the record
-    of that pre-training (image count, image-set digest, losses)."""
+    """A network pre-trained without labels on every image of a case valid at `version`, labelled or not
+    (unlabelled image cases exist for this), except the gate's cases (they judge the result, so the encoder
+    must not have seen them), and the record of that pre-training (image count, image-set digest, losses)."""
     from kbservice.imaging.pretraining import pretrained_network
 
     settings = services.settings.imaging

@@ -30,7 +30,7 @@ def write_report(services: Services, out_dir: Path) -> dict[str, Any]:
     runs = services.adapter_store.runs(limit=200)
     versions = services.store.versions()
     head = versions[-1].version if versions else None
-    cases = services.case_store.cases(as_of=head) if head is not None else []
+    cases = [c for c in services.case_store.cases(as_of=head) if c.diagnosis] if head is not None else []
     charts = []
 
     figure, axes = plt.subplots(figsize=(7, 3.2))

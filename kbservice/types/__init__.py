@@ -2,6 +2,8 @@
 learning loop. Import them from here (`from kbservice.types import Hit`)."""
 
 from kbservice.types.knowledge import (
+    CASE_KIND,
+    UNLABELLED_CASE_KIND,
     AuditEntry,
     AuditVerification,
     CaseRecord,
@@ -36,6 +38,8 @@ from kbservice.types.recommendation import (
 )
 
 __all__ = [
+    "CASE_KIND",
+    "UNLABELLED_CASE_KIND",
     "AdapterDecision",
     "AuditEntry",
     "AuditVerification",

@@ -31,7 +31,14 @@ class ParsedDocument:
     effective_date: str | None = None
     url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    kind: str = "guideline"  # or "case"
+    kind: str = "guideline"  # or CASE_KIND, or UNLABELLED_CASE_KIND
+
+
+# Document kinds of cases. A case without a diagnosis (images awaiting a label) is its own kind: retrieval of
+# similar cases asks for CASE_KIND only, so a case with no label to vote for never takes an evidence slot,
+# while the image encoder's self-supervised pre-training still reads its images.
+CASE_KIND = "case"
+UNLABELLED_CASE_KIND = "unlabelled_case"
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,9 @@ def test_image_benchmark(run: Cli, tmp_path: Path) -> None:
 
 
 def _covid_like(folder: Path) -> Path:
-    """A chest X-ray folder with the real metadata columns: 3 classes, one or two images per patient."""
-    images, labels = two_class_images(36, seed=5)
+    """A chest X-ray folder with the real metadata columns: 3 classes, one or two images per patient, and
+    4 more images whose finding is "todo" (unlabelled)."""
+    images, labels = two_class_images(40, seed=5)
     findings = ("COVID-19", "No Finding", "Pneumonia/Viral/SARS")
     columns = [
         "patientid",
@@ -101,7 +102,7 @@ def _covid_like(folder: Path) -> Path:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for n, (image, label) in enumerate(zip(images, labels, strict=True)):
-            finding = findings[0] if label else findings[1 + n % 2]
+            finding = "todo" if n >= 36 else findings[0] if label else findings[1 + n % 2]
             write_png(folder / "images256" / f"{n}.png", image)
             writer.writerow(
                 {
@@ -121,10 +122,26 @@ def _covid_like(folder: Path) -> Path:
     return folder
 
 
-def test_image_fusion_eval(run: Cli, tmp_path: Path) -> None:
+def test_image_fusion_eval_pretrains_on_unlabelled_films(
+    run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "covid").mkdir()
-    result = run.json("eval", "image-fusion", "--data", str(_covid_like(tmp_path / "covid")))
+    films, _ = two_class_images(6, seed=8)
+    np.savez(tmp_path / "films.npz", train_images=np.stack(films))
+    monkeypatch.setenv("KB_IMAGING__CNN_PRETRAIN_EPOCHS", "2")
+    monkeypatch.setenv("KB_IMAGING__CNN_PRETRAIN_BATCH_SIZE", "8")
+    npz = str(tmp_path / "films.npz")
+    data = str(_covid_like(tmp_path / "covid"))
+    result = run.json("eval", "image-fusion", "--data", data, "--unlabelled", "todo", "--unlabelled", npz)
     check_json_keys("eval image-fusion", result)
+    assert result["ingest"]["unlabelled_images"] == [{"source": "todo", "images": 4}, {"source": npz, "images": 6}]
+    pretraining = result["update_cycle"]["encoder_pretraining"]
+    # Every training image outside the encoder's held-out cases (the adapter's: each case is new to both
+    # stages), plus the 10 unlabelled films.
+    outside_gate = result["split"]["train_images"] - result["split"]["calibration_cases"]
+    assert pretraining["images"] == outside_gate + 10 and pretraining["epochs_run"] == 2
+    _, error = run("eval", "image-fusion", "--data", data, "--unlabelled", "films.zip", expect=2)
+    assert "--unlabelled" in error and "films.zip" in error
 
 
 def test_a_split_whose_adapter_the_gate_rejects_is_scored_on_the_base_model(

@@ -28,14 +28,24 @@ def imaging_services_for(data_dir: Path, database_url: str | None, tiny_lm_dir: 
 
 
 def ingest_image_cases(
-    services: Services, folder: Path, count: int, *, prefix: str = "i", seed: int = 0, with_findings: bool = True
+    services: Services,
+    folder: Path,
+    count: int,
+    *,
+    prefix: str = "i",
+    seed: int = 0,
+    with_findings: bool = True,
+    labelled: bool = True,
 ) -> list[int]:
-    """`count` two-class image cases (PNG files next to a JSONL); returns their labels (0 or 1)."""
+    """`count` two-class image cases (PNG files next to a JSONL); returns their labels (0 or 1), which
+    `labelled=False` leaves out of the stored cases (unlabelled image cases)."""
     images, labels = two_class_images(count, seed=seed)
     records = []
     for n, (image, label) in enumerate(zip(images, labels, strict=True)):
         write_png(folder / "img" / f"{prefix}{n}.png", image)
-        record = {"id": f"{prefix}{n}", "diagnosis": LABELS[label], "images": [f"img/{prefix}{n}.png"]}
+        record = {"id": f"{prefix}{n}", "images": [f"img/{prefix}{n}.png"]}
+        if labelled:
+            record["diagnosis"] = LABELS[label]
         if with_findings:
             record["findings"] = "Cough and fever." if n % 3 else "Shortness of breath."
         records.append(record)

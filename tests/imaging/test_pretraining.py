@@ -63,3 +63,24 @@ def test_the_update_cycle_pretrains_outside_the_gate_cases_and_records_it(
     row = services.encoder_store.get("e1")
     assert row["hyperparameters"]["pretraining"]["method"] == "simclr"
     assert row["hyperparameters"]["pretraining"]["epochs"] == 12
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # about training, not storage
+def test_unlabelled_image_cases_are_pretrained_on_but_never_trained_judged_or_returned(
+    imaging_services: Services, tmp_path: Path
+) -> None:
+    services = imaging_services
+    services.settings.imaging = services.settings.imaging.model_copy(update=PRETRAIN)
+    ingest_image_cases(services, tmp_path, 40)
+    ingest_image_cases(services, tmp_path, 24, prefix="u", seed=3, labelled=False)
+    stage = run_update_cycle(services, triggered_by="test", stages=("encoder",)).encoder
+    assert stage["status"] == "promoted", stage["gate"]
+    assert stage["pretraining"]["images"] == 40 - stage["gate"]["cases"] + 24
+    unlabelled = {c.case_id for c in services.case_store.cases(as_of=2) if not c.diagnosis}
+    row = services.encoder_store.get("e1")
+    assert len(unlabelled) == 24 and not unlabelled & {*row["train_case_ids"], *row["heldout_case_ids"]}
+    # Their images are indexed with the rest, yet similar-image search answers with labelled cases only,
+    # even for a probe that is one of them.
+    probe = services.image_store.pixels(services.image_store.ids_by_case(sorted(unlabelled))[min(unlabelled)])
+    _, hits = services.image_similarity.similar(list(probe.values()), k=10, as_of=2)
+    assert len(hits) == 10 and not {h.case_id for h in hits} & unlabelled

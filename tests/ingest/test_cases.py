@@ -94,6 +94,31 @@ def test_csv_cases_with_several_labels(services: Services, tmp_path: Path) -> No
     assert first.age == "55" and second.age is None and second.images == []
 
 
+def test_a_case_with_images_and_no_diagnosis_is_stored_unlabelled_and_never_retrieved_as_evidence(
+    services: Services, tmp_path: Path
+) -> None:
+    write_png(tmp_path / "img" / "u.png", np.full((8, 8), 40, dtype=np.uint8))
+    write_png(tmp_path / "img" / "v.png", np.full((8, 8), 80, dtype=np.uint8))
+    ingest_case_file(
+        services,
+        cases_jsonl(
+            tmp_path,
+            "cases.jsonl",
+            {"id": "labelled", "findings": "Productive cough and fever", "diagnosis": "Pneumonia"},
+            {"id": "awaiting", "findings": "Productive cough and fever", "images": ["img/u.png"]},
+        ),
+    )
+    ingest_case_file(services, write(tmp_path / "more.csv", "id,findings,diagnosis,images\nfilm,,,img/v.png\n"))
+    by_id = {c.id: c for c in services.case_store.cases(as_of=2)}
+    assert by_id["awaiting"].diagnosis == [] and by_id["film"].diagnosis == []
+    assert services.case_store.labels(as_of=2) == ["Pneumonia"]
+    # Searched as similar cases, only the labelled twin comes back; a plain search still finds both.
+    cases = services.retriever.search("Productive cough and fever", k=5, as_of=2, kind="case").hits
+    assert [h.title for h in cases] == ["Case labelled"]
+    everything = services.retriever.search("Productive cough and fever", k=5, as_of=2).hits
+    assert {h.title for h in everything} >= {"Case labelled", "Case awaiting"}
+
+
 BAD_FILES = {
     "missing label column": ("bad.csv", "id,findings\n1,cough\n", "missing column(s): diagnosis"),
     "whitespace label": (
@@ -102,6 +127,7 @@ BAD_FILES = {
         ":1: field 'diagnosis'",
     ),
     "missing label": ("bad.jsonl", '{"id": "1", "findings": "cough"}\n', ":1: field 'diagnosis' is missing"),
+    "empty label cell": ("bad.csv", "id,findings,diagnosis\n1,cough,\n", ":2: field 'diagnosis' is missing"),
     "duplicate ids": (
         "bad.jsonl",
         '{"id": "7", "findings": "a", "diagnosis": "X"}\n{"id": "7", "findings": "b", "diagnosis": "Y"}\n',
