@@ -140,7 +140,12 @@ def fusion_benchmark(
     ]
     unlabelled_counts: list[dict[str, Any]] = []
     if unlabelled:
-        pool, unlabelled_counts = unlabelled_case_file(unlabelled, covid_folder=folder.resolve(), workdir=workdir)
+        pool, unlabelled_counts = unlabelled_case_file(
+            unlabelled,
+            covid_folder=folder.resolve(),
+            workdir=workdir,
+            test_patients={r["patient"] for r in test},
+        )
         ingest_timed(services, pool, progress)
     path = workdir / "covid_train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))

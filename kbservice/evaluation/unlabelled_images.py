@@ -3,14 +3,15 @@ so that the update cycle's self-supervised pre-training (imaging.cnn_pretrain_ep
 
 A source is `todo` (the COVID-19 set's own X-rays whose finding is "todo": never in any split) or the path of
 a MedMNIST-style .npz file (its `train_images`, e.g. PneumoniaMNIST). They are never test or held-out cases:
-the encoder sees their pixels only, never a label.
+the encoder sees their pixels only, never a label, and never a film of a test patient (no "todo" patient has
+a labelled image in the set today; the split's test patients are excluded all the same).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,17 @@ TODO = "todo"
 
 
 def unlabelled_case_file(
-    sources: Sequence[str], *, covid_folder: Path, workdir: Path
+    sources: Sequence[str], *, covid_folder: Path, workdir: Path, test_patients: Collection[str]
 ) -> tuple[Path, list[dict[str, Any]]]:
     """A JSONL case file of image-only rows with no diagnosis, one per image of `sources` (see the module
-    doc), written in `workdir`, and how many images each source gave. Raises ValueError for a source that
-    is neither `todo` nor an existing .npz file."""
+    doc) except the films of `test_patients`, written in `workdir`, and how many images each source gave.
+    Raises ValueError for a source that is neither `todo` nor an existing .npz file."""
     check_sources(sources)
     rows: list[dict] = []
     counts = []
     for source in sources:
-        paths = _todo_images(covid_folder) if source == TODO else _npz_images(Path(source), workdir)
+        todo = source == TODO
+        paths = _todo_images(covid_folder, test_patients) if todo else _npz_images(Path(source), workdir)
         counts.append({"source": source, "images": len(paths)})
         rows += [{"id": f"u{len(rows) + n}", "images": [str(path)]} for n, path in enumerate(paths)]
     path = workdir / "unlabelled.jsonl"
@@ -46,12 +48,12 @@ def check_sources(sources: Sequence[str]) -> None:
             raise ValueError(f"an unlabelled source is {TODO!r} or an existing .npz file, not {source!r}")
 
 
-def _todo_images(folder: Path) -> list[Path]:
+def _todo_images(folder: Path, test_patients: Collection[str]) -> list[Path]:
     with (folder / "xray_licensed_metadata.csv").open(newline="", encoding="utf-8") as handle:
         return [
             (folder / "images256" / row["image_png"]).resolve()
             for row in csv.DictReader(handle)
-            if row["finding"] == "todo"
+            if row["finding"] == "todo" and row["patientid"] not in test_patients
         ]
 
 
