@@ -33,7 +33,7 @@ def unlabelled_case_file(
     counts = []
     for source in sources:
         todo = source == TODO
-        paths = _todo_images(covid_folder, test_patients) if todo else _npz_images(Path(source), workdir)
+        paths = todo_films(covid_folder, test_patients=test_patients) if todo else _npz_images(Path(source), workdir)
         counts.append({"source": source, "images": len(paths)})
         rows += [{"id": f"u{len(rows) + n}", "images": [str(path)]} for n, path in enumerate(paths)]
     path = workdir / "unlabelled.jsonl"
@@ -48,7 +48,8 @@ def check_sources(sources: Sequence[str]) -> None:
             raise ValueError(f"an unlabelled source is {TODO!r} or an existing .npz file, not {source!r}")
 
 
-def _todo_images(folder: Path, test_patients: Collection[str]) -> list[Path]:
+def todo_films(folder: Path, *, test_patients: Collection[str] = ()) -> list[Path]:
+    """The COVID-19 set's X-rays whose finding is "todo", except those of `test_patients`."""
     with (folder / "xray_licensed_metadata.csv").open(newline="", encoding="utf-8") as handle:
         return [
             (folder / "images256" / row["image_png"]).resolve()

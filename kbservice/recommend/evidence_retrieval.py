@@ -13,7 +13,7 @@ from kbservice.errors import InvalidRequestError
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.recommend.sources import RetrievalRecord
 from kbservice.retrieve import Retriever
-from kbservice.types import ImagesUsed
+from kbservice.types import CASE_KIND, ImagesUsed
 
 if TYPE_CHECKING:
     from kbservice.imaging.similarity import ImageSimilarity
@@ -46,7 +46,7 @@ def gather(
             query, k=max(settings.guideline_passages, 1), as_of=version, kind="guideline"
         ).hits[: settings.guideline_passages]
         dense, lexical = retriever.rankings(
-            query, version=version, depth=settings.evidence_depth, kind="case", exclude_chunk_ids=exclude_chunk_ids
+            query, version=version, depth=settings.evidence_depth, kind=CASE_KIND, exclude_chunk_ids=exclude_chunk_ids
         )
         guideline = [[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in guideline_hits]
         dense_rows = [[cid, score] for cid, score in dense]

@@ -16,7 +16,6 @@ recall. Prints one JSON line per split.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from kbservice.classification import Decision, classification_metrics
 from kbservice.config import ImagingSettings
 from kbservice.evaluation.image_fusion import covid_rows, patient_split
+from kbservice.evaluation.unlabelled_images import todo_films
 from kbservice.imaging.cnn import CnnImageEncoder
 from kbservice.imaging.prepare import request_pixels
 from kbservice.imaging.pretraining import pretrained_network
@@ -40,10 +40,8 @@ PNEUMONIA = SHARED_DATA / "pneumoniamnist" / "pneumoniamnist.npz"
 
 def unlabelled_images(settings: ImagingSettings) -> list[np.ndarray]:
     """The COVID-19 set's X-rays without a finding ("todo") and the PneumoniaMNIST training images."""
-    with (COVID / "xray_licensed_metadata.csv").open(newline="", encoding="utf-8") as handle:
-        todo = [COVID / "images256" / row["image_png"] for row in csv.DictReader(handle) if row["finding"] == "todo"]
     small = np.load(PNEUMONIA)["train_images"]
-    return [request_pixels(path, settings=settings) for path in todo] + [
+    return [request_pixels(path, settings=settings) for path in todo_films(COVID)] + [
         model_input(image.astype(np.float32) / 255.0, settings.size) for image in small
     ]
 

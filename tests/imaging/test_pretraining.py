@@ -47,15 +47,23 @@ def test_nt_xent_is_lowest_when_each_view_finds_its_pair() -> None:
     assert nt_xent(first, first.clone(), 0.2) < nt_xent(first, first.roll(1, dims=0), 0.2)
 
 
+def _promoted_pretrained_encoder(services: Services, folder: Path, *, unlabelled: int = 0) -> dict:
+    """The encoder stage's report after pre-training on 40 labelled image cases and `unlabelled` more."""
+    services.settings.imaging = services.settings.imaging.model_copy(update=PRETRAIN)
+    ingest_image_cases(services, folder, 40)
+    if unlabelled:
+        ingest_image_cases(services, folder, unlabelled, prefix="u", seed=3, labelled=False)
+    stage = run_update_cycle(services, triggered_by="test", stages=("encoder",)).encoder
+    assert stage["status"] == "promoted", stage["gate"]
+    return stage
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # about training, not storage
 def test_the_update_cycle_pretrains_outside_the_gate_cases_and_records_it(
     imaging_services: Services, tmp_path: Path
 ) -> None:
     services = imaging_services
-    services.settings.imaging = services.settings.imaging.model_copy(update=PRETRAIN)
-    ingest_image_cases(services, tmp_path, 40)
-    stage = run_update_cycle(services, triggered_by="test", stages=("encoder",)).encoder
-    assert stage["status"] == "promoted", stage["gate"]
+    stage = _promoted_pretrained_encoder(services, tmp_path)
     pretraining = stage["pretraining"]
     held_out = stage["gate"]["cases"]
     assert pretraining["images"] == 40 - held_out  # every image except the gate's cases, labelled or not
@@ -70,11 +78,7 @@ def test_unlabelled_image_cases_are_pretrained_on_but_never_trained_judged_or_re
     imaging_services: Services, tmp_path: Path
 ) -> None:
     services = imaging_services
-    services.settings.imaging = services.settings.imaging.model_copy(update=PRETRAIN)
-    ingest_image_cases(services, tmp_path, 40)
-    ingest_image_cases(services, tmp_path, 24, prefix="u", seed=3, labelled=False)
-    stage = run_update_cycle(services, triggered_by="test", stages=("encoder",)).encoder
-    assert stage["status"] == "promoted", stage["gate"]
+    stage = _promoted_pretrained_encoder(services, tmp_path, unlabelled=24)
     assert stage["pretraining"]["images"] == 40 - stage["gate"]["cases"] + 24
     unlabelled = {c.case_id for c in services.case_store.cases(as_of=2) if not c.diagnosis}
     row = services.encoder_store.get("e1")
