@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -16,3 +16,15 @@ class ImageEncoder(Protocol):
     dim: int
 
     def encode(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ClassifyingEncoder(ImageEncoder, Protocol):
+    """An encoder trained with a class head (the CNN): it can also diagnose images on its own, over the
+    `labels` it was trained on."""
+
+    labels: list[str]
+
+    def class_probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(images x labels) probabilities."""
+        ...

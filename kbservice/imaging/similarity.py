@@ -18,7 +18,7 @@ import numpy as np
 
 from kbservice.config import IndexSettings
 from kbservice.db.image_store import ImageStore
-from kbservice.imaging.protocols import ImageEncoder
+from kbservice.imaging.protocols import ClassifyingEncoder, ImageEncoder
 from kbservice.imaging.registry import EncoderRegistry
 from kbservice.index.faiss_index import build_index, read_index
 from kbservice.index.protocols import VectorIndex
@@ -143,6 +143,15 @@ class ImageSimilarity:
         return built.encoder.version, self.search(
             built, built.encoder.encode(images), k=k, as_of=as_of, exclude_case_ids=exclude_case_ids
         )
+
+    def head(self, images: Sequence[np.ndarray], *, version: str) -> list[list]:
+        """[label, mean probability over `images`] for each label encoder `version`'s class head was trained on;
+        [] without images or for an encoder without a head (a Hugging Face one)."""
+        encoder = self.registry.load(version)
+        if not len(images) or not isinstance(encoder, ClassifyingEncoder):
+            return []
+        probabilities = encoder.class_probabilities(list(images)).mean(axis=0)
+        return [[label, float(p)] for label, p in zip(encoder.labels, probabilities, strict=True)]
 
     def search(
         self, built: _Built, vectors: np.ndarray, *, k: int, as_of: int, exclude_case_ids: Sequence[int] = ()

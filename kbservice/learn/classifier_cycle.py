@@ -34,10 +34,7 @@ from kbservice.types import CaseRecord
 if TYPE_CHECKING:
     from kbservice.services import Services
 
-CLASSIFIER_COLUMNS = [
-    len(evidence.EVIDENCE_FEATURES) - len(evidence.CLASSIFIER_FEATURES) + i
-    for i in range(len(evidence.CLASSIFIER_FEATURES))
-]
+CLASSIFIER_COLUMNS = [evidence.EVIDENCE_FEATURES.index(name) for name in evidence.CLASSIFIER_FEATURES]
 
 
 def never_train_on(services: Services, plan: AdapterPlan, data: NewCases) -> set[int]:

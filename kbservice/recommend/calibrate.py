@@ -143,6 +143,16 @@ def calibrate(
     return report
 
 
+def trained_on(services: Services, classifier_version: str | None) -> set[int]:
+    """The case ids the serving case classifier (`classifier_version`) and the champion image encoder were
+    trained on."""
+    seen = set(services.classifier_store.get(classifier_version)["train_case_ids"]) if classifier_version else set()
+    encoder_version = services.encoder_store.alias("champion")
+    if encoder_version is not None:
+        seen |= set(services.encoder_store.get(encoder_version)["train_case_ids"] or [])
+    return seen
+
+
 def calibrate_examples(
     services: Services,
     *,
@@ -158,13 +168,13 @@ def calibrate_examples(
         raise KBError("the knowledge base is empty; ingest labelled cases before calibrating")
     cases = [c for c in services.case_store.cases(as_of=version) if c.diagnosis]
     classifier_version = services.classifiers.champion_version() if mode == "rag" else None
-    if classifier_version is not None:
-        # The classifier's scores on cases it was trained on are overconfident: its weight is fitted on the
-        # cases it never saw (held out by the update cycle, frozen, or newer than it).
-        seen = set(services.classifier_store.get(classifier_version)["train_case_ids"])
-        cases = [c for c in cases if c.case_id not in seen]
+    # A learned model's scores on cases it was trained on are overconfident: the case classifier's and the
+    # image encoder head's weights are fitted on cases they never saw (held out by the update cycle, frozen,
+    # or newer than them).
+    seen = trained_on(services, classifier_version) if mode == "rag" else set()
+    cases = [c for c in cases if c.case_id not in seen]
     if len(cases) < 10:
-        unseen = " that the serving case classifier was not trained on" if classifier_version else ""
+        unseen = " that the serving case classifier and image encoder were not trained on" if seen else ""
         raise KBError(
             f"calibration needs at least 10 labelled cases{unseen}; knowledge version {version} has {len(cases)}"
         )

@@ -35,6 +35,11 @@ MENTION_FEATURES = ("mention_affirmed", "mention_negated", "mention_uncertain")
 # The case classifier: its log-probability of the candidate (shifted so the best known candidate is 0; a
 # candidate it never saw gets its least likely known candidate's value) and whether it never saw it.
 CLASSIFIER_FEATURES = ("classifier_logprob", "classifier_unseen")
+# The image encoder's own class head on the request's images (mean probability over its images), the same two
+# columns as the case classifier. Similar-image votes read the encoder only through its nearest labelled
+# neighbours; the head reads everything it learned, and self-supervised pre-training improves it the most
+# (+0.069 macro-F1 on COVID X-rays, where the neighbours' votes gained +0.013). 0 for a request without images.
+IMAGE_HEAD_FEATURES = ("image_head_logprob", "image_head_unseen")
 LLM_FEATURES = ("llm_mean_logprob", "llm_total_logprob")
 # The same scores from the request's text alone (no image tokens, no similar-image cases in the prompt): for a
 # request with images, what the model says without them, so the fusion can weigh the two apart (0 for a request
@@ -44,7 +49,7 @@ MODEL_FEATURES = (*LLM_FEATURES, *LLM_TEXT_FEATURES)
 # Evidence that comes from the stored cases by retrieval alone (no learned model): the poisoning guard and
 # the "similar cases only" ablation use these.
 SIMILAR_CASE_FEATURES = (*CASE_FEATURES, *IMAGE_FEATURES, *MENTION_FEATURES)
-EVIDENCE_FEATURES = (*SIMILAR_CASE_FEATURES, *CLASSIFIER_FEATURES)
+EVIDENCE_FEATURES = (*SIMILAR_CASE_FEATURES, *CLASSIFIER_FEATURES, *IMAGE_HEAD_FEATURES)
 
 # Which way each feature's evidence points: +1 supports its candidate (more similar cases, a higher log-
 # probability), -1 counts against it (the text negates it), 0 either way (a hedge, an indicator). Fitting
@@ -54,6 +59,7 @@ FEATURE_SIGNS: dict[str, int] = (
     {name: 1 for name in (*CASE_FEATURES, *IMAGE_FEATURES, *MODEL_FEATURES)}
     | {"mention_affirmed": 1, "mention_negated": -1, "mention_uncertain": 0}
     | {"classifier_logprob": 1, "classifier_unseen": 0}
+    | {"image_head_logprob": 1, "image_head_unseen": 0}
 )
 
 # Uncalibrated starting weights, used only until `kbservice calibrate` has fitted real ones.
@@ -61,11 +67,13 @@ DEFAULT_WEIGHTS = (
     {name: 1.0 for name in (*CASE_FEATURES, *IMAGE_FEATURES)}
     | {name: 0.0 for name in MENTION_FEATURES}
     | {"classifier_logprob": 1.0, "classifier_unseen": 0.0}
+    | {"image_head_logprob": 1.0, "image_head_unseen": 0.0}
     | {"llm_mean_logprob": 1.0, "llm_total_logprob": 0.0}
     | {name: 0.0 for name in LLM_TEXT_FEATURES}
 )
 # Words too common in clinical text to count as a contradiction between a request and a similar case.
 _CONFLICT_MIN_LENGTH = 4
+_HEAD_FLOOR = 1e-6
 
 
 def candidate_key(label: str) -> str:
@@ -122,7 +130,10 @@ def mention_features(candidates: Sequence[str], query: Mentions) -> np.ndarray:
 
 
 def classifier_features(candidates: Sequence[str], labels: Sequence[str], log_probabilities: np.ndarray) -> np.ndarray:
-    """A (candidates x CLASSIFIER_FEATURES) matrix from the classifier's log-probabilities over its `labels`."""
+    """A (candidates x CLASSIFIER_FEATURES) matrix from the classifier's log-probabilities over its `labels`
+    (also the layout of IMAGE_HEAD_FEATURES: a log-probability shifted so the best is 0, and "never seen")."""
+    if not len(labels):
+        return np.zeros((len(candidates), 2))
     known = {candidate_key(label): float(lp) for label, lp in zip(labels, log_probabilities, strict=True)}
     best, worst = max(known.values()), min(known.values())
     out = np.zeros((len(candidates), len(CLASSIFIER_FEATURES)))
@@ -130,6 +141,15 @@ def classifier_features(candidates: Sequence[str], labels: Sequence[str], log_pr
         value = known.get(candidate_key(candidate))
         out[row] = (worst - best, 1.0) if value is None else (value - best, 0.0)
     return out
+
+
+def image_head_features(candidates: Sequence[str], head: Sequence[Sequence]) -> np.ndarray:
+    """A (candidates x IMAGE_HEAD_FEATURES) matrix from the encoder head's [label, probability] rows (none: a
+    request without images, or an encoder without a head: zeros)."""
+    labels = [str(label) for label, _ in head]
+    # A probability the head rounds to 0 would make an infinite log: floor it where the softmax stops meaning much.
+    log_probabilities = np.log(np.clip(np.array([float(p) for _, p in head]), _HEAD_FLOOR, 1.0))
+    return classifier_features(candidates, labels, log_probabilities)
 
 
 def llm_features(mean_logprobs: Sequence[float], total_logprobs: Sequence[float]) -> np.ndarray:

@@ -51,7 +51,7 @@ def gather(
         guideline = [[h.chunk_id, h.score, h.dense_rank, h.lexical_rank] for h in guideline_hits]
         dense_rows = [[cid, score] for cid, score in dense]
         lexical_rows = [[cid, score] for cid, score in lexical]
-    encoder_version, image_rows = None, []
+    encoder_version, image_rows, head = None, [], []
     if request.images and images is not None:
         excluded = [c.case_id for c in case_store.by_chunk_ids(list(exclude_chunk_ids)).values()]
         encoder_version, hits = images.similar(
@@ -61,6 +61,8 @@ def gather(
             exclude_case_ids=excluded,
         )
         image_rows = [[hit.image_id, hit.case_id, hit.score] for hit in hits]
+        if encoder_version is not None:
+            head = images.head([image.pixels for image in request.images], version=encoder_version)
     if not query and encoder_version is None:
         raise InvalidRequestError(
             "this request has images only, and no image encoder has been trained yet, so there is nothing "
@@ -72,6 +74,7 @@ def gather(
         lexical=lexical_rows,
         images=image_rows,
         encoder_version=encoder_version,
+        image_head=head,
     )
 
 

@@ -27,7 +27,11 @@ class Fusion:
     def probabilities(self, features: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Softmax over candidates (rows of `features`, columns named by `names`)."""
         w = np.array([self.weights.get(name, 0.0) for name in names])
-        return softmax(features @ w)
+        # Only the weighted columns enter the product: BLAS sums in lanes that depend on the columns' positions,
+        # so columns of weight 0 could move the last bit, and a fusion that leaves a modality out would then
+        # not give exactly the answer of the requests without it.
+        used = np.flatnonzero(w)
+        return softmax(features[:, used] @ w[used])
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

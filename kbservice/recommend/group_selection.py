@@ -33,13 +33,14 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "similar_images": evidence.IMAGE_FEATURES,
     "mentions": evidence.MENTION_FEATURES,
     "classifier": evidence.CLASSIFIER_FEATURES,
+    "image_classifier": evidence.IMAGE_HEAD_FEATURES,
     "language_model": evidence.LLM_FEATURES,
     "language_model_text": evidence.LLM_TEXT_FEATURES,
 }
 # The groups that read only the request's text, and only its images; the model reading both belongs to
 # neither. With both kinds present the fusion first chooses a modality (see `_choose_modality`).
 TEXT_GROUPS = ("similar_cases", "mentions", "classifier", "language_model_text")
-IMAGE_GROUPS = ("similar_images",)
+IMAGE_GROUPS = ("similar_images", "image_classifier")
 SHRINKAGE_GRID = (1e-3, 1e-2, 1e-1)  # L2 strengths tried once the groups are chosen (the first is the default)
 MIN_CASES_TO_SELECT = 20  # fewer held-out cases than this: every group enters (too few to cross-validate)
 FOLDS = 5

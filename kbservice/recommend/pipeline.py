@@ -92,8 +92,9 @@ class Recommender:
         classifier: CaseClassifier | None = None,
     ) -> Evidence:
         """Retrieves at the request's version (or takes the `recorded` retrieval, for replay), computes the
-        similar-case evidence, what the text says about each candidate and the case `classifier`'s scores
-        (None: no classifier), and renders the diagnosis prompt: everything before the model runs."""
+        similar-case evidence, what the text says about each candidate, the case `classifier`'s scores
+        (None: no classifier) and the image encoder head's, and renders the diagnosis prompt: everything
+        before the model runs."""
         started = time.perf_counter()
         version = self.retriever.resolve_version(request.as_of)
         if version is None:
@@ -129,6 +130,7 @@ class Recommender:
                     ),
                     evidence.mention_features(candidates, said),
                     self.classifier_features(candidates, text, classifier),
+                    evidence.image_head_features(candidates, retrieval.image_head),
                 ]
             )
             sources = number_sources(

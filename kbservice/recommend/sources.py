@@ -84,6 +84,9 @@ class RetrievalRecord:
     treatment: list[list] | None = None  # guideline hits for the treatment query; None until it runs
     images: list[list] = field(default_factory=list)  # similar images: [image_id, case_id, cosine]
     encoder_version: str | None = None  # the image encoder whose index found them
+    # That encoder's class head on the request's images: [label, mean probability] per label it was trained on
+    # (empty: no images, or an encoder without a head). Recorded, like the hits, so replay needs no encoder.
+    image_head: list[list] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

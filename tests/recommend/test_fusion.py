@@ -85,3 +85,13 @@ def test_expected_calibration_error() -> None:
     assert expected_calibration_error([0.9] * 10, [True] * 9 + [False]) == pytest.approx(0.0)
     assert expected_calibration_error([1.0] * 4, [False] * 4) == pytest.approx(1.0)
     assert expected_calibration_error([], []) == 0.0
+
+
+def test_image_head_features_map_the_encoder_labels_onto_the_candidates() -> None:
+    from kbservice.recommend.evidence import image_head_features
+
+    head = [["COVID-19", 0.7], ["No finding", 0.3], ["Pneumonia", 0.0]]
+    features = image_head_features(["covid-19", "Pneumonia", "Tuberculosis", "No Finding"], head)
+    floor = np.log(1e-6) - np.log(0.7)  # a probability of 0 is floored, never an infinite log
+    np.testing.assert_allclose(features, [[0.0, 0.0], [floor, 0.0], [floor, 1.0], [np.log(0.3 / 0.7), 0.0]], rtol=1e-12)
+    assert not image_head_features(["covid-19", "Pneumonia"], []).any()  # no image or no head: nothing said

@@ -12,12 +12,14 @@ from kbservice.learn.update import run_update_cycle
 from kbservice.llm.soft_tokens import IMAGE_SLOT
 from kbservice.recommend import evidence
 from kbservice.recommend.answer import recommend, replay
+from kbservice.recommend.calibrate import calibrate_examples
 from kbservice.recommend.describe import describe_images
 from kbservice.recommend.fusion import Fusion
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.services import Services
 from kbservice.types import RequestImage
-from tests.imaging.cases import ingest_image_cases
+from tests.helpers import cases_jsonl, ingest_case_file
+from tests.imaging.cases import LABELS, ingest_image_cases
 from tests.imaging.images import two_class_images
 
 
@@ -75,6 +77,18 @@ def test_after_a_cycle_images_bring_similar_cases_and_soft_tokens(
     )
     column = with_image.names.index("image_vote")
     assert with_image.matrix[:, column].sum() > 0 and without.matrix[:, column].sum() == 0
+    # The encoder's own class head reads the image too: each diagnosis it was trained on gets its log-probability
+    # (the best at 0), recorded with the retrieval so replay needs no encoder; nothing without an image.
+    encoder = services.encoders.load("e1")
+    pixels = services.recommender.clean_request(request).images[0].pixels
+    log_p = np.log(encoder.class_probabilities([pixels])[0])  # type: ignore[attr-defined]
+    assert [label for label, _ in with_image.retrieval.image_head] == encoder.labels  # type: ignore[attr-defined]
+    head = with_image.names.index("image_head_logprob")
+    for label, value in zip(encoder.labels, log_p - log_p.max(), strict=True):  # type: ignore[attr-defined]
+        assert with_image.matrix[with_image.candidates.index(label), head] == pytest.approx(value, abs=1e-6)
+    assert not without.matrix[:, head].any() and without.retrieval.image_head == []
+    stored = services.recommendations.get(alone["id"])["request"]["retrieval"]
+    assert [label for label, _ in stored["image_head"]] == encoder.labels  # type: ignore[attr-defined]
     llm = with_image.names.index("llm_total_logprob")
     assert not (with_image.matrix[:, llm] == without.matrix[:, llm]).all()
     # ... and the model's text-alone scores of the request with the image are exactly the request without it
@@ -105,3 +119,14 @@ def test_after_a_cycle_images_bring_similar_cases_and_soft_tokens(
     assert len(draft["sources"]) == 3 and all(s["kind"] == "image_case" for s in draft["sources"])
     assert set(draft["citations"]) <= {s["id"] for s in draft["sources"]}
     assert services.audit.store.latest(kinds=["image.describe"], limit=1)
+
+    # Calibration fits the head's weight on cases the encoder never trained on (its scores on those are
+    # overconfident), as it does the case classifier's.
+    later = cases_jsonl(
+        tmp_path, "later.jsonl", *({"id": f"t{n}", "findings": "Cough.", "diagnosis": LABELS[n % 2]} for n in range(12))
+    )
+    ingest_case_file(services, later)
+    report, examples = calibrate_examples(services)
+    calibrated = {e.case.case_id for e in examples if e.case is not None}
+    assert calibrated and not calibrated & set(encoder_row["train_case_ids"])
+    assert report["metrics"]["cases"] == len(calibrated)

@@ -81,6 +81,23 @@ def test_images_alone_are_chosen_when_the_text_says_nothing() -> None:
     assert all(w == 0.0 for name, w in fused.weights.items() if name not in evidence.IMAGE_FEATURES)
 
 
+def test_an_encoder_head_that_carries_the_label_enters_where_the_similar_images_are_noise() -> None:
+    """The image modality has two groups: the neighbours' votes and the encoder's own class head. When only
+    the head knows the diagnosis, the image enters through the head and the votes get no weight."""
+    cases = _cases(150, seed=6, image=0.0, text=0.3)
+    rng = np.random.default_rng(6)
+    for case in cases:
+        head = rng.normal(size=CANDIDATES)
+        head[case.truth[0]] += 2.0
+        case.matrix[:, _column("image_head_logprob")] = head - head.max()
+    fused, selection = fit_selected(cases, NAMES, margin=0.005)
+    assert selection.modality in ("image", "text and image")
+    assert "image_classifier" in selection.groups
+    assert [s["groups"] for s in selection.steps if s["direction"] == "forward"][1] == ["image_classifier"]
+    assert fused.weights["image_head_logprob"] > 0
+    assert all(fused.weights[n] == 0.0 for n in evidence.IMAGE_FEATURES)
+
+
 def test_group_selection_runs_within_the_chosen_modality() -> None:
     _, selection = fit_selected(_cases(150, seed=0, image=0.0), NAMES, margin=0.005)
     assert selection.modality == "text"
