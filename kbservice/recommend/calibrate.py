@@ -2,7 +2,8 @@
 
 Each sampled case is answered as a new patient with itself left out of retrieval (leave-one-out), so the
 weights learn how far similar-case evidence and the model can be trusted on cases they have not seen; with
-a case classifier serving, only cases it was not trained on are sampled, for the same reason.
+a case classifier or an image encoder serving, only cases neither was trained on are sampled, for the same
+reason.
 """
 
 from __future__ import annotations

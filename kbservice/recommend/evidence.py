@@ -37,8 +37,8 @@ MENTION_FEATURES = ("mention_affirmed", "mention_negated", "mention_uncertain")
 CLASSIFIER_FEATURES = ("classifier_logprob", "classifier_unseen")
 # The image encoder's own class head on the request's images (mean probability over its images), the same two
 # columns as the case classifier. Similar-image votes read the encoder only through its nearest labelled
-# neighbours; the head reads everything it learned, and self-supervised pre-training improves it the most
-# (+0.069 macro-F1 on COVID X-rays, where the neighbours' votes gained +0.013). 0 for a request without images.
+# neighbours; the head reads everything it learned. 0 for a request without images, and unless
+# `imaging.head_evidence` is on (see there for why it is off by default).
 IMAGE_HEAD_FEATURES = ("image_head_logprob", "image_head_unseen")
 LLM_FEATURES = ("llm_mean_logprob", "llm_total_logprob")
 # The same scores from the request's text alone (no image tokens, no similar-image cases in the prompt): for a

@@ -61,7 +61,7 @@ def gather(
             exclude_case_ids=excluded,
         )
         image_rows = [[hit.image_id, hit.case_id, hit.score] for hit in hits]
-        if encoder_version is not None:
+        if encoder_version is not None and imaging.head_evidence:
             head = images.head([image.pixels for image in request.images], version=encoder_version)
     if not query and encoder_version is None:
         raise InvalidRequestError(

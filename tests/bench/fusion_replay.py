@@ -4,7 +4,9 @@ the test cases. With the settings the run had, it reproduces the run's own figur
 what a fusion rule would have done on the same splits in seconds instead of an hour.
 
     python -m tests.bench.fusion_replay DIR [--modality-margin 0.0 | --modality-margin none]
-                                            [--group-margin none]
+                                            [--group-margin none] [--drop GROUP ...]
+`--drop image_classifier` (an evidence group of recommend.group_selection) scores the same splits as if that
+group's features had never been computed: what the group itself adds, with everything else held fixed.
 Prints one JSON object: per-condition mean and spread, fused minus each single modality with paired
 bootstrap 95% intervals, per-class recall, and each split's chosen modality.
 """
@@ -30,15 +32,29 @@ def _margin(text: str) -> float | None:
 
 
 def replay_split(
-    saved: dict[str, Any], *, group_margin: float | None, modality_margin: float | None
+    saved: dict[str, Any],
+    *,
+    group_margin: float | None,
+    modality_margin: float | None,
+    drop: tuple[str, ...] = (),
 ) -> tuple[SplitDecisions, str | None]:
-    """One split's test decisions per condition and the modality its fused condition chose."""
+    """One split's test decisions per condition and the modality its fused condition chose, with the
+    features of the `drop` groups zeroed (a constant column is no evidence)."""
     answers, truth, modality = {}, [], None
     for condition in CONDITIONS:
         calibration = saved[condition]["calibration"]
         names = calibration[0][1]
+        dropped = [names.index(n) for group in drop for n in group_selection.FEATURE_GROUPS[group] if n in names]
+
+        def without(matrix: np.ndarray, dropped: list[int] = dropped) -> np.ndarray:
+            kept = matrix.copy()
+            kept[:, dropped] = 0.0
+            return kept
+
         examples = [
-            group_selection.Example(matrix, truth_indices, evidence.candidate_key(candidates[truth_indices[0]]))
+            group_selection.Example(
+                without(matrix), truth_indices, evidence.candidate_key(candidates[truth_indices[0]])
+            )
             for candidates, _, matrix, truth_indices in calibration
             if truth_indices
         ]
@@ -49,7 +65,7 @@ def replay_split(
             modality = selection.modality
         tests = saved[condition]["test"]
         answers[condition] = class_indices(
-            [candidates[int(np.argmax(fusion.probabilities(matrix, n)))] for candidates, n, matrix, _ in tests]
+            [candidates[int(np.argmax(fusion.probabilities(without(matrix), n)))] for candidates, n, matrix, _ in tests]
         )
         truth = [label for *_, label in tests]
     return SplitDecisions(truth=class_indices(truth), answers=answers), modality
@@ -60,6 +76,9 @@ def main() -> None:
     parser.add_argument("features", type=Path, help="the --features-out folder (split-SEED.pkl files)")
     parser.add_argument("--modality-margin", default="0.0", help="recommend.fusion_modality_margin; none: off")
     parser.add_argument("--group-margin", default="none", help="recommend.fusion_group_margin; none: off")
+    parser.add_argument(
+        "--drop", action="append", default=[], choices=sorted(group_selection.FEATURE_GROUPS), help="leave a group out"
+    )
     args = parser.parse_args()
     paths = sorted(args.features.glob("split-*.pkl"), key=lambda p: int(p.stem.split("-")[1]))
     if not paths:
@@ -70,6 +89,7 @@ def main() -> None:
             pickle.loads(path.read_bytes()),
             group_margin=_margin(args.group_margin),
             modality_margin=_margin(args.modality_margin),
+            drop=tuple(args.drop),
         )
         splits.append(split)
         chosen[path.stem] = modality

@@ -16,6 +16,7 @@ from kbservice.recommend.calibrate import calibrate_examples
 from kbservice.recommend.describe import describe_images
 from kbservice.recommend.fusion import Fusion
 from kbservice.recommend.request import RecommendationRequest
+from kbservice.recommend.sources import RetrievalRecord
 from kbservice.services import Services
 from kbservice.types import RequestImage
 from tests.helpers import cases_jsonl, ingest_case_file
@@ -77,18 +78,35 @@ def test_after_a_cycle_images_bring_similar_cases_and_soft_tokens(
     )
     column = with_image.names.index("image_vote")
     assert with_image.matrix[:, column].sum() > 0 and without.matrix[:, column].sum() == 0
-    # The encoder's own class head reads the image too: each diagnosis it was trained on gets its log-probability
-    # (the best at 0), recorded with the retrieval so replay needs no encoder; nothing without an image.
+    # The encoder's own class head is evidence only when configured (imaging.head_evidence; off by default) ...
+    head = with_image.names.index("image_head_logprob")
+    assert with_image.retrieval.image_head == [] and not with_image.matrix[:, head].any()
+    # ... then each diagnosis it was trained on gets its log-probability (the best at 0), recorded with the
+    # retrieval so replay needs no encoder; nothing without an image.
+    monkeypatch.setattr(services.settings.imaging, "head_evidence", True)
+    alone = recommend(services, RecommendationRequest(findings="", images=(_image(),)), actor="test").to_json()
+    assert replay(services, alone["id"], actor="test").identical
+    with_image = services.recommender.features(services.recommender.clean_request(request), adapter="a1")
+    without = services.recommender.features(
+        services.recommender.clean_request(RecommendationRequest(findings="Cough and fever.")), adapter="a1"
+    )
     encoder = services.encoders.load("e1")
     pixels = services.recommender.clean_request(request).images[0].pixels
     log_p = np.log(encoder.class_probabilities([pixels])[0])  # type: ignore[attr-defined]
     assert [label for label, _ in with_image.retrieval.image_head] == encoder.labels  # type: ignore[attr-defined]
-    head = with_image.names.index("image_head_logprob")
     for label, value in zip(encoder.labels, log_p - log_p.max(), strict=True):  # type: ignore[attr-defined]
         assert with_image.matrix[with_image.candidates.index(label), head] == pytest.approx(value, abs=1e-6)
     assert not without.matrix[:, head].any() and without.retrieval.image_head == []
     stored = services.recommendations.get(alone["id"])["request"]["retrieval"]
     assert [label for label, _ in stored["image_head"]] == encoder.labels  # type: ignore[attr-defined]
+    # Replay reads the recorded head, whatever the setting is now.
+    monkeypatch.setattr(services.settings.imaging, "head_evidence", False)
+    replayed = services.recommender.evidence(
+        services.recommender.clean_request(RecommendationRequest(findings="", images=(_image(),))),
+        recorded=RetrievalRecord.from_json(stored),
+    )
+    assert replayed.case_matrix[:, head].any()
+    assert not services.recommender.evidence(services.recommender.clean_request(request)).case_matrix[:, head].any()
     llm = with_image.names.index("llm_total_logprob")
     assert not (with_image.matrix[:, llm] == without.matrix[:, llm]).all()
     # ... and the model's text-alone scores of the request with the image are exactly the request without it
