@@ -169,9 +169,9 @@ def calibrate_examples(
         raise KBError("the knowledge base is empty; ingest labelled cases before calibrating")
     cases = [c for c in services.case_store.cases(as_of=version) if c.diagnosis]
     classifier_version = services.classifiers.champion_version() if mode == "rag" else None
-    # A learned model's scores on cases it was trained on are overconfident: the case classifier's and the
-    # image encoder head's weights are fitted on cases they never saw (held out by the update cycle, frozen,
-    # or newer than them).
+    # A learned model is overconfident on the cases it was trained on (the case classifier's scores, the image
+    # encoder's embeddings of its own training films and its head): the weights are fitted on cases neither
+    # saw (held out by the update cycle, frozen, or newer than them).
     seen = trained_on(services, classifier_version) if mode == "rag" else set()
     cases = [c for c in cases if c.case_id not in seen]
     if len(cases) < 10:

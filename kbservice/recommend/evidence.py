@@ -133,7 +133,7 @@ def classifier_features(candidates: Sequence[str], labels: Sequence[str], log_pr
     """A (candidates x CLASSIFIER_FEATURES) matrix from the classifier's log-probabilities over its `labels`
     (also the layout of IMAGE_HEAD_FEATURES: a log-probability shifted so the best is 0, and "never seen")."""
     if not len(labels):
-        return np.zeros((len(candidates), 2))
+        return np.zeros((len(candidates), len(CLASSIFIER_FEATURES)))
     known = {candidate_key(label): float(lp) for label, lp in zip(labels, log_probabilities, strict=True)}
     best, worst = max(known.values()), min(known.values())
     out = np.zeros((len(candidates), len(CLASSIFIER_FEATURES)))
