@@ -70,10 +70,12 @@ class RecommendSettings(BaseModel):
     # group enters. Measured: on DDXPlus 0.005 lifted accuracy 0.987 -> 0.995 (above TF-IDF + LR), but on
     # symptom2disease it kept only similar cases and fell 0.992 -> 0.972, so it stays off until it does not.
     fusion_group_margin: float | None = Field(None, ge=0)
-    # Modality choice, for held-out cases with both text and image evidence: text alone holds unless image
-    # alone, and then both together, lower the out-of-fold log-loss per case by this much (and by a standard
-    # error). None: both always enter.
+    # Modality choice, for held-out cases with both text and image evidence: the holder holds unless another
+    # option (image alone, then both or text) lowers the out-of-fold log-loss per case by this much (and by a
+    # standard error). None: both always enter. The holder: "lower", whichever of text alone and text and
+    # image has the lower loss; "text" (the earlier rule), or "text and image", always.
     fusion_modality_margin: float | None = Field(0.0, ge=0)
+    fusion_modality_holder: Literal["lower", "text", "text and image"] = "lower"
 
 
 class IndexSettings(BaseModel):

@@ -6,6 +6,7 @@ import pytest
 
 from kbservice.config import load_settings
 from kbservice.errors import ConfigError
+from kbservice.recommend.calibrate import selection_settings
 
 
 def test_defaults_come_from_default_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -48,4 +49,19 @@ def test_invalid_values_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("KB_CONFIG", raising=False)
     monkeypatch.setenv("KB_INDEX__KIND", "magic")
     with pytest.raises(ConfigError, match=r"invalid configuration: index\.kind"):
+        load_settings()
+
+
+def test_the_fusion_selection_settings_reach_every_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration, the gates and the evals all fit the fusion through `selection_settings`: the modality
+    holder set once in the configuration is the one each of them passes to the selection."""
+    monkeypatch.delenv("KB_CONFIG", raising=False)
+    monkeypatch.setenv("KB_RECOMMEND__FUSION_MODALITY_HOLDER", "text and image")
+    assert selection_settings(load_settings().recommend) == {
+        "margin": None,
+        "modality_margin": 0.0,
+        "modality_holder": "text and image",
+    }
+    monkeypatch.setenv("KB_RECOMMEND__FUSION_MODALITY_HOLDER", "image")
+    with pytest.raises(ConfigError, match=r"recommend\.fusion_modality_holder"):
         load_settings()

@@ -33,7 +33,7 @@ from kbservice.ingest.cases import deidentify
 from kbservice.learn.update import run_update_cycle
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend.answer import calibration_for
-from kbservice.recommend.calibrate import collect_examples, fit_selected
+from kbservice.recommend.calibrate import collect_examples, fit_selected, selection_settings
 from kbservice.recommend.request import request_for_case
 from kbservice.services import Services, temporary_services
 from kbservice.types import UpdateReport
@@ -192,11 +192,7 @@ def _evaluate(
         examples = collect_examples(
             recommender, cases, version=version, mode="rag", leave_one_out=True, classifier=model
         )
-        fusion, _ = fit_selected(
-            examples,
-            margin=services.settings.recommend.fusion_group_margin,
-            modality_margin=services.settings.recommend.fusion_modality_margin,
-        )
+        fusion, _ = fit_selected(examples, **selection_settings(services.settings.recommend))
     else:
         calibration = calibration_for(services, mode="rag", adapter_version=adapter)
         fusion, model = calibration.fusion, calibration.classifier.model if calibration.classifier else None

@@ -28,7 +28,7 @@ from kbservice.learn.cycle_data import case_images
 from kbservice.learn.update import run_update_cycle
 from kbservice.progress import NoProgress, Progress
 from kbservice.recommend.answer import recommend
-from kbservice.recommend.calibrate import Example, fit_selected, truth_indices
+from kbservice.recommend.calibrate import Example, fit_selected, selection_settings, truth_indices
 from kbservice.recommend.request import RecommendationRequest
 from kbservice.types import RequestImage
 
@@ -185,11 +185,7 @@ def fusion_benchmark(
                 advance(1)
             # Each condition's fusion is fitted as `calibrate` fits the service's: modality and groups chosen
             # out of fold with the configured margins.
-            fusion, selection = fit_selected(
-                calibration,
-                margin=services.settings.recommend.fusion_group_margin,
-                modality_margin=services.settings.recommend.fusion_modality_margin,
-            )
+            fusion, selection = fit_selected(calibration, **selection_settings(services.settings.recommend))
             saved[condition] = {
                 "calibration": [
                     (e.features.candidates, e.features.names, e.features.matrix, e.truth) for e in calibration

@@ -27,7 +27,7 @@ from kbservice.learn.cycle_data import AdapterPlan, NewCases, case_images
 from kbservice.learn.gate import Judged, compare, cross_fitted, examples_for
 from kbservice.progress import Progress
 from kbservice.recommend import evidence
-from kbservice.recommend.calibrate import Example
+from kbservice.recommend.calibrate import Example, selection_settings
 from kbservice.recommend.prompts import PROMPT_VERSION
 from kbservice.types import CaseRecord
 
@@ -126,12 +126,9 @@ def run_classifier_stage(
         champion_model = services.classifiers.load(champion) if champion else None
         candidate_examples = _with_classifier(services, scored, base, candidate)
         champion_examples = _with_classifier(services, scored, base, champion_model)
-        margins = {
-            "margin": services.settings.recommend.fusion_group_margin,
-            "modality_margin": services.settings.recommend.fusion_modality_margin,
-        }
-        candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, **margins)
-        _, champion_metrics = cross_fitted(champion_examples, **margins)
+        selection = selection_settings(services.settings.recommend)
+        candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, **selection)
+        _, champion_metrics = cross_fitted(champion_examples, **selection)
         candidate_metrics["classifier_only_accuracy"] = _alone_accuracy(services, candidate, base)
         report["evaluate_s"] = round(time.perf_counter() - started, 2)
         _, reasons, checks = compare(candidate_metrics, champion_metrics, learn)

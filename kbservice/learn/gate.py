@@ -22,6 +22,7 @@ from kbservice.recommend import evidence
 from kbservice.recommend.calibrate import Example, fit, fit_selected, truth_indices
 from kbservice.recommend.features import Evidence
 from kbservice.recommend.fusion import Fusion
+from kbservice.recommend.group_selection import LOWER
 from kbservice.recommend.pipeline import Recommender
 from kbservice.types import CaseRecord
 
@@ -49,16 +50,21 @@ def examples_for(
 
 
 def cross_fitted(
-    examples: Sequence[Example], *, margin: float | None, modality_margin: float | None = 0.0
+    examples: Sequence[Example],
+    *,
+    margin: float | None,
+    modality_margin: float | None = 0.0,
+    modality_holder: str = LOWER,
 ) -> tuple[Fusion, dict[str, Any]]:
-    """The fusion fitted on all `examples` (its modality and evidence groups selected with `modality_margin`
-    and `margin`, see `recommend.group_selection`), and metrics of out-of-fold predictions (2-fold cross-fitting, the
-    selection redone inside each fold; in-sample when there are too few cases to split)."""
+    """The fusion fitted on all `examples` (its modality and evidence groups selected with `modality_margin`,
+    `modality_holder` and `margin`, see `recommend.group_selection`), and metrics of out-of-fold predictions
+    (2-fold cross-fitting, the selection redone inside each fold; in-sample when there are too few cases to
+    split)."""
     usable = [e for e in examples if e.truth]
     split = min(len(usable[0::2]), len(usable[1::2])) >= 5
     decisions: list[Decision] = []
     nll = []
-    margins = {"margin": margin, "modality_margin": modality_margin}
+    margins = {"margin": margin, "modality_margin": modality_margin, "modality_holder": modality_holder}
     for example, p in _predictions(usable, split=split, margins=margins):
         top = int(np.argmax(p))
         assert example.case is not None
@@ -84,7 +90,7 @@ def _predictions(
     usable: Sequence[Example],
     *,
     split: bool,
-    margins: dict[str, float | None],
+    margins: dict[str, Any],
     names: Sequence[str] | None = None,
 ) -> list[tuple[Example, np.ndarray]]:
     """Each example with its probabilities from a fusion fitted on the other half of the examples

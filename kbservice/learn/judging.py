@@ -13,7 +13,7 @@ import numpy as np
 from kbservice.learn.gate import Judged, compare, cross_fitted, examples_for
 from kbservice.progress import Progress
 from kbservice.recommend import evidence
-from kbservice.recommend.calibrate import Example
+from kbservice.recommend.calibrate import Example, selection_settings
 from kbservice.recommend.fusion import Fusion
 from kbservice.types import AdapterDecision, GateResult
 
@@ -60,12 +60,9 @@ def judge_candidate(
     with progress.task("Scoring held-out and frozen cases (candidate, champion)", total=2 * len(gate_cases)) as advance:
         candidate_examples = examples_for(recommender, gate_cases, adapter=candidate, advance=advance)
         champion_examples = examples_for(recommender, gate_cases, adapter=champion, advance=advance)
-    margins = {
-        "margin": services.settings.recommend.fusion_group_margin,
-        "modality_margin": services.settings.recommend.fusion_modality_margin,
-    }
-    candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, **margins)
-    _, champion_metrics = cross_fitted(champion_examples, **margins)
+    selection = selection_settings(services.settings.recommend)
+    candidate_fusion, candidate_metrics = cross_fitted(candidate_examples, **selection)
+    _, champion_metrics = cross_fitted(champion_examples, **selection)
     evaluate_s = time.perf_counter() - started
     language_model = language_model_report(candidate_fusion, candidate_examples, candidate_metrics, champion_metrics)
     _, reasons, checks = compare(candidate_metrics, champion_metrics, services.settings.learn)

@@ -29,6 +29,7 @@ from kbservice.recommend.request import Mode, request_for_case
 from kbservice.types import CaseRecord
 
 if TYPE_CHECKING:
+    from kbservice.config import RecommendSettings
     from kbservice.services import Services
 
 
@@ -95,12 +96,26 @@ def fit(examples: Sequence[Example], *, names: Sequence[str] | None = None, bala
     return Fusion(weights={name: fusion.weights.get(name, 0.0) for name in all_names})
 
 
+def selection_settings(settings: RecommendSettings) -> dict[str, Any]:
+    """The configured selection of the fusion (`recommend.fusion_*`), as the `fit_selected` keywords: every
+    fit that stands for the service's (calibration, the gates, the evals) selects the same way."""
+    return {
+        "margin": settings.fusion_group_margin,
+        "modality_margin": settings.fusion_modality_margin,
+        "modality_holder": settings.fusion_modality_holder,
+    }
+
+
 def fit_selected(
-    examples: Sequence[Example], *, margin: float | None, modality_margin: float | None = 0.0
+    examples: Sequence[Example],
+    *,
+    margin: float | None,
+    modality_margin: float | None = 0.0,
+    modality_holder: str = group_selection.LOWER,
 ) -> tuple[Fusion, Selection]:
     """The fusion of the modality and evidence groups that lower the out-of-fold log-loss of `examples` by
-    at least `modality_margin` and `margin` (see `group_selection`), class-balanced, with its record of what
-    was chosen and why."""
+    at least `modality_margin` and `margin`, the modality `modality_holder` holding until beaten (see
+    `group_selection`), class-balanced, with its record of what was chosen and why."""
     usable = [e for e in examples if e.truth]
     if not usable:
         raise KBError("no held-out case has its diagnosis among its candidates; nothing to fit the fusion on")
@@ -110,6 +125,7 @@ def fit_selected(
         names,
         margin=margin,
         modality_margin=modality_margin,
+        modality_holder=modality_holder,
     )
 
 
@@ -194,11 +210,7 @@ def calibrate_examples(
             adapter=adapter,
             classifier=classifier,
         )
-    fusion, selection = fit_selected(
-        examples,
-        margin=services.settings.recommend.fusion_group_margin,
-        modality_margin=services.settings.recommend.fusion_modality_margin,
-    )
+    fusion, selection = fit_selected(examples, **selection_settings(services.settings.recommend))
     metrics = score(fusion, examples) | {"cases": len(examples), "selection": selection.as_dict()}
     calibration_id = services.recommendations.save_calibration(
         base_model_sha256=services.generator.model_sha256,

@@ -12,9 +12,11 @@ shrinkage toward zero is chosen the same way. The folds are stratified by diagno
 and assigned deterministically, so the same examples always give the same choice.
 
 Before that, when the held-out cases carry both text and image evidence, a modality is chosen (text alone,
-image alone, or both): both enter only if together they beat the better single modality out of fold, so the
-fusion of a request with an image does no worse on held-out data than its better half. The model's scores
-are split for it: with the image (`language_model`) and from the text alone (`language_model_text`).
+image alone, or both): one option holds (by default whichever of text alone and both has the lower
+out-of-fold loss; `recommend.fusion_modality_holder`) and another replaces it only by beating it out of fold
+by a standard error, so the fusion of a request with an image does no worse on held-out data than the option
+that holds. The model's scores are split for it: with the image (`language_model`) and from the text alone
+(`language_model_text`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
 # neither. With both kinds present the fusion first chooses a modality (see `_choose_modality`).
 TEXT_GROUPS = ("similar_cases", "mentions", "classifier", "language_model_text")
 IMAGE_GROUPS = ("similar_images", "image_classifier")
+TEXT, IMAGE, BOTH = "text", "image", "text and image"  # the modality options
+# Which option holds until another beats it (see `_pick_modality`): LOWER, the one of text alone and both
+# together with the lower out-of-fold loss; or TEXT, or BOTH, always.
+LOWER = "lower"
+HOLDERS = (LOWER, TEXT, BOTH)
 SHRINKAGE_GRID = (1e-3, 1e-2, 1e-1)  # L2 strengths tried once the groups are chosen (the first is the default)
 MIN_CASES_TO_SELECT = 20  # fewer held-out cases than this: every group enters (too few to cross-validate)
 FOLDS = 5
@@ -90,13 +97,17 @@ def fit_selected(
     *,
     margin: float | None,
     modality_margin: float | None = 0.0,
+    modality_holder: str = LOWER,
 ) -> tuple[Fusion, Selection]:
     """The fusion of the groups that earn their place (see the module doc), fitted on all `examples`; the
     features of the other groups get weight 0. `names` are the columns of every example's matrix.
 
     When the examples carry both text and image evidence, a modality is chosen first (`_choose_modality`:
-    text, image, or both only if both beat the better one by `modality_margin`; None: always both). Then,
-    within it, `margin` selects groups; None: every informative group of the modality enters."""
+    the `modality_holder` option (one of HOLDERS) holds unless another beats it by `modality_margin`; None:
+    always both). Then, within it, `margin` selects groups; None: every informative group of the modality
+    enters."""
+    if modality_holder not in HOLDERS:
+        raise ValueError(f"the modality holder is one of {', '.join(HOLDERS)}, not {modality_holder!r}")
     usable = [e for e in examples if len(e.truth)]
     if not usable:
         raise ValueError("no example has a true label among its candidates")
@@ -111,7 +122,7 @@ def fit_selected(
         selection = Selection(groups=present, l2=SHRINKAGE_GRID[0], out_of_fold_nll=None, why=why)
         return _fit(usable, names, present, SHRINKAGE_GRID[0]), selection
     folds = _stratified_folds([e.label for e in usable])
-    modality = _choose_modality(usable, names, present, modality_margin, folds)
+    modality = _choose_modality(usable, names, present, modality_margin, modality_holder, folds)
     if margin is None:  # no group selection: every group of the chosen modality, at the default shrinkage
         selection = Selection(
             groups=modality.groups,
@@ -178,30 +189,36 @@ def _choose_modality(
     names: Sequence[str],
     present: Sequence[str],
     margin: float | None,
+    holder: str,
     folds: list[list[int]],
 ) -> _Modality:
     """Text alone, image alone, or both, by out-of-fold log-loss per case (`_pick_modality`; `margin` None:
-    both, unconditionally). Text, the evidence every request had before images, holds until another option
-    beats it by the margin and by more than a standard error of the paired difference: on a few dozen
-    held-out cases the lower mean alone is often noise (COVID-19 X-rays with clinical notes, one split: image
-    alone 1.16 against text's 1.98 nats per case, a standard error of 1.51 from two "No finding" cases of
-    class weight 8, and choosing it cost 0.09 macro-F1 on the test patients). The choice is also made again
+    both, unconditionally). The `holder` holds until another option beats it by the margin and by more than a
+    standard error of the paired difference: on a few dozen held-out cases the lower mean alone is often
+    noise (COVID-19 X-rays with clinical notes, one split: image alone 1.16 against text's 1.98 nats per case,
+    a standard error of 1.51 from two "No finding" cases of class weight 8, and choosing it cost 0.09
+    macro-F1 on the test patients). By default (LOWER) the holder is whichever of text alone and both
+    together has the lower mean: both is text plus the image's weights, fitted near zero where the image
+    says nothing, so between the two the lower mean decides; image alone drops the text and must beat
+    the holder by the standard error. Holding text until both beat it by a standard error, as before, left
+    triage requests (vitals-only text) significantly worse than the image alone on macro-F1 (COVID-19 X-rays,
+    5 splits: -0.065 [-0.096, -0.034]; with LOWER -0.018 [-0.035, +0.002]). The choice is also made again
     inside each fold, without the cases it then scores: that nested out-of-fold loss is what choosing (rather
     than the chosen option) costs or gains on new cases."""
     if not _has_both_modalities(present):
         return _Modality(None, list(present), None, None, [], "one modality: nothing to choose")
     options = {
-        "text": [g for g in present if g in TEXT_GROUPS],
-        "image": [g for g in present if g in IMAGE_GROUPS],
-        "text and image": list(present),
+        TEXT: [g for g in present if g in TEXT_GROUPS],
+        IMAGE: [g for g in present if g in IMAGE_GROUPS],
+        BOTH: list(present),
     }
     losses = _option_losses(examples, names, options, folds)
-    chosen, reason = _pick_modality(losses, margin)
+    chosen, reason = _pick_modality(losses, margin, holder)
     steps = [
         {"direction": "modality", "modality": name, "groups": options[name], "out_of_fold_nll": _mean(loss)}
         for name, loss in losses.items()
     ]
-    nested = _mean(_nested_modality_losses(examples, names, options, margin, folds))
+    nested = _mean(_nested_modality_losses(examples, names, options, margin, holder, folds))
     why = f"{chosen} ({reason}; chosen again within each fold, the out-of-fold loss is {nested})"
     return _Modality(chosen, options[chosen], _mean(losses[chosen]), nested, steps, why)
 
@@ -216,14 +233,19 @@ def _option_losses(
     }
 
 
-def _pick_modality(losses: dict[str, np.ndarray], margin: float | None) -> tuple[str, str]:
+def _pick_modality(losses: dict[str, np.ndarray], margin: float | None, holder: str) -> tuple[str, str]:
     """The chosen option (see `_choose_modality`) and why, from each option's per-case out-of-fold losses:
-    text holds unless image alone beats it, then the holder holds unless both beat it, each time by at
-    least `margin` per case and by more than STANDARD_ERRORS standard errors of the paired difference."""
+    `holder` holds (LOWER: the one of text and both with the lower mean, text on a tie) unless image alone
+    beats it, then whichever holds unless the third option (both, or text) beats it, each time by at least
+    `margin` per case and by more than STANDARD_ERRORS standard errors of the paired difference."""
     if margin is None:
-        return "text and image", "modality choice is off"
-    chosen, said = "text", []
-    for challenger in ("image", "text and image"):
+        return BOTH, "modality choice is off"
+    said = []
+    if holder == LOWER:
+        holder = TEXT if float(losses[TEXT].mean()) <= float(losses[BOTH].mean()) else BOTH
+        said.append(f"{holder} holds (the lower loss of text and text and image)")
+    chosen = holder
+    for challenger in (IMAGE, *(option for option in (BOTH, TEXT) if option != holder)):
         gain = losses[chosen] - losses[challenger]
         accepted, standard_error = _significant(gain, margin)
         said.append(
@@ -244,6 +266,7 @@ def _nested_modality_losses(
     names: Sequence[str],
     options: dict[str, list[str]],
     margin: float | None,
+    holder: str,
     folds: list[list[int]],
 ) -> np.ndarray:
     """Each example's class-balanced loss under the option chosen (and fitted) without its fold."""
@@ -253,7 +276,7 @@ def _nested_modality_losses(
         held = set(fold)
         rest = [e for i, e in enumerate(examples) if i not in held]
         inner = _stratified_folds([e.label for e in rest])
-        chosen, _ = _pick_modality(_option_losses(rest, names, options, inner), margin)
+        chosen, _ = _pick_modality(_option_losses(rest, names, options, inner), margin, holder)
         fusion = _fit(rest, names, options[chosen], SHRINKAGE_GRID[0])
         for i in fold:
             p = fusion.probabilities(examples[i].matrix, names)

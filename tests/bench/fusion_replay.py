@@ -4,6 +4,7 @@ the test cases. With the settings the run had, it reproduces the run's own figur
 what a fusion rule would have done on the same splits in seconds instead of an hour.
 
     python -m tests.bench.fusion_replay DIR [--modality-margin 0.0 | --modality-margin none]
+                                            [--modality-holder lower | text | "text and image"]
                                             [--group-margin none] [--drop GROUP ...]
 `--drop image_classifier` (an evidence group of recommend.group_selection) scores the same splits as if that
 group's features had never been computed: what the group itself adds, with everything else held fixed.
@@ -36,6 +37,7 @@ def replay_split(
     *,
     group_margin: float | None,
     modality_margin: float | None,
+    modality_holder: str = group_selection.LOWER,
     drop: tuple[str, ...] = (),
 ) -> tuple[SplitDecisions, str | None]:
     """One split's test decisions per condition and the modality its fused condition chose, with the
@@ -59,7 +61,7 @@ def replay_split(
             if truth_indices
         ]
         fusion, selection = group_selection.fit_selected(
-            examples, names, margin=group_margin, modality_margin=modality_margin
+            examples, names, margin=group_margin, modality_margin=modality_margin, modality_holder=modality_holder
         )
         if condition == FUSED:
             modality = selection.modality
@@ -77,6 +79,12 @@ def main() -> None:
     parser.add_argument("--modality-margin", default="0.0", help="recommend.fusion_modality_margin; none: off")
     parser.add_argument("--group-margin", default="none", help="recommend.fusion_group_margin; none: off")
     parser.add_argument(
+        "--modality-holder",
+        default=group_selection.LOWER,
+        choices=group_selection.HOLDERS,
+        help="recommend.fusion_modality_holder",
+    )
+    parser.add_argument(
         "--drop", action="append", default=[], choices=sorted(group_selection.FEATURE_GROUPS), help="leave a group out"
     )
     args = parser.parse_args()
@@ -89,6 +97,7 @@ def main() -> None:
             pickle.loads(path.read_bytes()),
             group_margin=_margin(args.group_margin),
             modality_margin=_margin(args.modality_margin),
+            modality_holder=args.modality_holder,
             drop=tuple(args.drop),
         )
         splits.append(split)

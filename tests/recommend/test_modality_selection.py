@@ -4,10 +4,11 @@ alone, or both only when both beat the better one out of fold."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from kbservice.recommend import evidence
 from kbservice.recommend.fusion import Fusion
-from kbservice.recommend.group_selection import Example, fit_selected
+from kbservice.recommend.group_selection import BOTH, TEXT, Example, fit_selected
 
 NAMES = [*evidence.EVIDENCE_FEATURES, *evidence.LLM_FEATURES, *evidence.LLM_TEXT_FEATURES]
 CANDIDATES = 6
@@ -54,8 +55,12 @@ def test_an_image_of_pure_noise_is_left_out_and_the_fusion_is_text_alone() -> No
     assert selection.modality == "text"
     assert selection.groups == ["similar_cases", "language_model_text"]
     assert [s["modality"] for s in selection.steps] == ["text", "image", "text and image"]
-    # Chosen again inside each fold, text is chosen there too: the nested loss is text's own.
-    assert selection.modality_nested_nll == selection.steps[0]["out_of_fold_nll"] == selection.out_of_fold_nll
+    # Chosen again inside each fold: with text holding, text is chosen there too, and the nested loss is text's
+    # own. By default (the lower of text and both holds) a fold of 120 cases can let the noise in, and the
+    # nested loss says what that costs.
+    _, text_holding = fit_selected(_cases(150, seed=0, image=0.0), NAMES, margin=None, modality_holder=TEXT)
+    assert text_holding.modality_nested_nll == text_holding.out_of_fold_nll == selection.out_of_fold_nll
+    assert selection.modality_nested_nll is not None and selection.modality_nested_nll >= selection.out_of_fold_nll
     assert all(fused.weights[n] == 0.0 for n in (*evidence.IMAGE_FEATURES, *evidence.LLM_FEATURES))
     # New patients get exactly the answer their text alone gets.
     for with_image, without in zip(_cases(60, seed=9, image=0.0), _cases(60, seed=9, image=None), strict=True):
@@ -142,8 +147,51 @@ def test_text_only_cases_fit_as_they_did_before_the_model_scores_were_split() ->
 def test_text_holds_against_an_image_whose_lower_loss_is_within_noise() -> None:
     # Weak evidence on both sides, 60 held-out cases: image alone ends a little lower out of fold, by less
     # than a standard error of the paired difference, so text (what every request had before images) holds.
-    _, selection = fit_selected(_cases(60, seed=19, image=0.45, text=0.3), NAMES, margin=None)
+    _, selection = fit_selected(_cases(60, seed=19, image=0.45, text=0.3), NAMES, margin=None, modality_holder=TEXT)
     loss = {step["modality"]: step["out_of_fold_nll"] for step in selection.steps}
     assert loss["image"] < loss["text"]  # the premise: the lower mean alone would pick image
     assert selection.modality == "text"
     assert "image does not beat text" in selection.why
+
+
+def test_where_both_hold_a_single_modality_must_beat_them() -> None:
+    """`modality_holder` BOTH (triage text too weak to hold alone): text and image together hold unless one
+    modality beats them out of fold by more than a standard error. Weak evidence on both sides: neither does,
+    and both stay, where the text holder kept text on the same cases."""
+    cases = _cases(60, seed=19, image=0.45, text=0.3)
+    fused, selection = fit_selected(cases, NAMES, margin=None, modality_holder=BOTH)
+    assert selection.modality == "text and image"
+    assert "image does not beat text and image" in selection.why
+    assert "text does not beat text and image" in selection.why
+    assert fused.weights["image_vote"] > 0 and fused.weights["dense_vote"] > 0
+    _, text_holding = fit_selected(cases, NAMES, margin=None, modality_holder=TEXT)
+    assert text_holding.modality == "text"
+    # The steps list every option's loss in the same order, whichever holds.
+    assert [s["modality"] for s in selection.steps] == ["text", "image", "text and image"]
+
+
+def test_where_both_hold_an_image_that_carries_the_label_alone_replaces_them() -> None:
+    _, selection = fit_selected(_cases(150, seed=3, image=2.0, text=0.0), NAMES, margin=None, modality_holder=BOTH)
+    assert selection.modality == "image" and selection.groups == ["similar_images"]
+    assert "image beats text and image" in selection.why
+
+
+def test_an_unknown_modality_holder_is_refused() -> None:
+    with pytest.raises(ValueError, match="modality holder"):
+        fit_selected(_cases(30, seed=0, image=0.0), NAMES, margin=None, modality_holder="image")
+
+
+def test_by_default_the_lower_of_text_and_both_holds() -> None:
+    """The default holder: text alone or text and image together, whichever ends lower out of fold (both is
+    text plus the image's weights, so the lower mean decides between them); image alone, which drops the
+    text, must still beat it by a standard error. Pure-noise images lose to text (the noise only adds loss),
+    and the answer is then exactly text's; weak but real image evidence lowers the loss, and both hold."""
+    _, noise = fit_selected(_cases(150, seed=0, image=0.0), NAMES, margin=None)
+    assert noise.modality == "text"
+    assert noise.why.startswith("every group of the chosen modality: text (") and "text holds (the lower" in noise.why
+    weak = _cases(60, seed=19, image=0.45, text=0.3)
+    _, selection = fit_selected(weak, NAMES, margin=None)
+    loss = {step["modality"]: step["out_of_fold_nll"] for step in selection.steps}
+    assert loss["text and image"] < loss["text"] and loss["image"] < loss["text and image"]  # the premise
+    assert selection.modality == "text and image"  # the lower of text and both; image is not significantly lower
+    assert "text and image holds (the lower" in selection.why and "image does not beat text and image" in selection.why
