@@ -64,8 +64,8 @@ def cross_fitted(
     split = min(len(usable[0::2]), len(usable[1::2])) >= 5
     decisions: list[Decision] = []
     nll = []
-    margins = {"margin": margin, "modality_margin": modality_margin, "modality_holder": modality_holder}
-    for example, p in _predictions(usable, split=split, margins=margins):
+    rule = {"margin": margin, "modality_margin": modality_margin, "modality_holder": modality_holder}
+    for example, p in _predictions(usable, split=split, rule=rule):
         top = int(np.argmax(p))
         assert example.case is not None
         decisions.append(
@@ -78,10 +78,10 @@ def cross_fitted(
     # the similar-case evidence is shared by both adapters, so this is where an adapter's teaching shows.
     model_only = [
         int(np.argmax(p)) in e.truth
-        for e, p in _predictions(usable, split=split, margins=margins, names=evidence.LLM_FEATURES)
+        for e, p in _predictions(usable, split=split, rule=rule, names=evidence.LLM_FEATURES)
     ]
     metrics["model_only_accuracy"] = round(float(np.mean(model_only)), 4)
-    fusion, selection = fit_selected(usable, **margins)
+    fusion, selection = fit_selected(usable, **rule)
     metrics["selection"] = selection.as_dict()
     return fusion, metrics
 
@@ -90,17 +90,17 @@ def _predictions(
     usable: Sequence[Example],
     *,
     split: bool,
-    margins: dict[str, Any],
+    rule: dict[str, Any],
     names: Sequence[str] | None = None,
 ) -> list[tuple[Example, np.ndarray]]:
     """Each example with its probabilities from a fusion fitted on the other half of the examples
     (alternate ones), or on all of them when not `split`: of the named features, else of the groups
-    selected on that half."""
+    selected on that half (by `rule`, the `fit_selected` keywords)."""
     halves = [list(usable[0::2]), list(usable[1::2])]
     pairs = [(halves[0], halves[1]), (halves[1], halves[0])] if split else [(list(usable), list(usable))]
     out = []
     for fit_on, judge in pairs:
-        fusion = fit(fit_on, names=names) if names else fit_selected(fit_on, **margins)[0]
+        fusion = fit(fit_on, names=names) if names else fit_selected(fit_on, **rule)[0]
         out += [(e, fusion.probabilities(e.features.matrix, e.features.names)) for e in judge]
     return out
 

@@ -1,5 +1,6 @@
 """Choosing the modality of the fusion when held-out cases carry text and image evidence: text alone, image
-alone, or both only when both beat the better one out of fold."""
+alone, or both; one option holds (by default the lower-loss one of text and both) and another replaces it
+only by beating it out of fold by a standard error."""
 
 from __future__ import annotations
 
