@@ -68,11 +68,18 @@ class _Stacked:
         shifted = scores - scores.max(axis=1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
-    def objective(self, w: np.ndarray, l2: float) -> float:
-        """The weighted negative log of each example's probability mass on its true labels, plus the penalty."""
-        on_truth = np.where(self.truth, self.log_probabilities(w), -np.inf)
-        top = on_truth.max(axis=1)
-        mass = top + np.log(np.exp(on_truth - top[:, None]).sum(axis=1))
+    def on_truth(self, log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`log_p` on each example's true labels, shifted so the largest is 0 (-inf elsewhere: the mass on the
+        truth may underflow), and the shift."""
+        masked = np.where(self.truth, log_p, -np.inf)
+        top = masked.max(axis=1, keepdims=True)
+        return masked - top, top[:, 0]
+
+    def objective(self, w: np.ndarray, log_p: np.ndarray, l2: float) -> float:
+        """The weighted negative log of each example's probability mass on its true labels, plus the penalty;
+        `log_p` is `log_probabilities(w)`, which the fit computes once per point."""
+        shifted, top = self.on_truth(log_p)
+        mass = top + np.log(np.exp(shifted).sum(axis=1))
         return l2 * float(w @ w) - float(self.weights @ mass)
 
 
@@ -114,12 +121,11 @@ def fit_fusion(
     sign = np.array([(signs or {}).get(name, 0) for name in names])
     lower, upper = np.where(sign > 0, 0.0, -np.inf), np.where(sign < 0, 0.0, np.inf)
     w = np.zeros(dims)  # feasible for every sign
-    loss = data.objective(w, l2)
+    log_p = data.log_probabilities(w)
+    loss = data.objective(w, log_p, l2)
     for _ in range(iterations):
-        log_p = data.log_probabilities(w)
         p = np.exp(log_p)
-        on_truth = np.where(data.truth, log_p, -np.inf)
-        q = np.exp(on_truth - on_truth.max(axis=1, keepdims=True))  # shifted: the mass on the truth may underflow
+        q = np.exp(data.on_truth(log_p)[0])
         q /= q.sum(axis=1, keepdims=True)  # posterior over the true labels
         mean_p = np.einsum("nc,ncd->nd", p, data.features)
         mean_q = np.einsum("nc,ncd->nd", q, data.features)
@@ -144,14 +150,15 @@ def fit_fusion(
         scale = 1.0
         while scale > 1e-6:
             candidate = np.clip(w - scale * step, lower, upper)
-            candidate_loss = data.objective(candidate, l2)
+            candidate_log_p = data.log_probabilities(candidate)
+            candidate_loss = data.objective(candidate, candidate_log_p, l2)
             if candidate_loss <= loss - 1e-4 * float(grad @ (w - candidate)):
                 break
             scale /= 2
         else:
             break
         converged = loss - candidate_loss < 1e-9
-        w, loss = candidate, candidate_loss
+        w, log_p, loss = candidate, candidate_log_p, candidate_loss
         if converged:
             break
     return Fusion(weights={name: float(value) for name, value in zip(names, w, strict=True)})
